@@ -1,0 +1,145 @@
+"""Case activities: each one is one short database transaction, idempotent under retries."""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from core import cases as case_service
+from core.dispatch import dispatch
+from core.errors import DomainError, DuplicateOpenCase
+from core.models import Team, utcnow
+from core.schemas import CaseCreate, CasePublic, ReconcileResult, Reservation, Schema
+
+
+class OpenCaseInput(Schema):
+    case_id: str
+    case: CaseCreate
+    filed_at: datetime
+    actor: str
+    idempotency_key: str | None = None
+
+
+class OpenCaseResult(Schema):
+    case: CasePublic
+    reservations: list[Reservation]
+
+
+class ConfirmAssignmentInput(Schema):
+    case_id: str
+    # None only reads the case back (after a refused transition).
+    agent_id: str | None
+
+
+class ResolveInput(Schema):
+    case_id: str
+    agent_id: str
+    resolution: str | None
+    actor: str
+
+
+class CancelInput(Schema):
+    case_id: str
+    reason: str | None
+    actor: str
+
+
+class CloseResult(Schema):
+    case: CasePublic
+    reservations: list[Reservation]
+
+
+class ReconcileInput(Schema):
+    resignal_after_seconds: float
+
+
+@contextmanager
+def business_errors() -> Iterator[None]:
+    """Turn domain refusals into non-retryable ApplicationErrors; anything else is transient and retried."""
+    try:
+        yield
+    except DuplicateOpenCase as err:
+        raise ApplicationError(err.message, err.existing_case_id, type=err.type, non_retryable=True) from err
+    except DomainError as err:
+        raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
+
+
+class CaseActivities:
+    """Database activities of the case workflow and the reconciler."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._session_factory = session_factory
+
+    @activity.defn
+    def open_case(self, data: OpenCaseInput) -> OpenCaseResult:
+        """Insert the case row (idempotent by case id) and dispatch its team."""
+        with business_errors(), self._session_factory.begin() as session:
+            case, reservations = case_service.open_case(
+                session=session,
+                case_id=data.case_id,
+                data=data.case,
+                filed_at=data.filed_at,
+                actor=data.actor,
+                idempotency_key=data.idempotency_key,
+            )
+            return OpenCaseResult(case=case_service.to_public(case), reservations=reservations)
+
+    @activity.defn
+    def confirm_assignment(self, data: ConfirmAssignmentInput) -> CasePublic:
+        """Turn a standing reservation into an assignment; return the case as the database has it."""
+        with business_errors(), self._session_factory.begin() as session:
+            case = case_service.confirm_assignment(
+                session=session, case_id=data.case_id, agent_id=data.agent_id, actor="workflow"
+            )
+            return case_service.to_public(case)
+
+    @activity.defn
+    def resolve_case(self, data: ResolveInput) -> CloseResult:
+        """Resolve, free the agent and dispatch the freed agent's team, in one transaction."""
+        return self._close(
+            case_service.resolve_case,
+            case_id=data.case_id,
+            agent_id=data.agent_id,
+            resolution=data.resolution,
+            actor=data.actor,
+        )
+
+    @activity.defn
+    def cancel_case(self, data: CancelInput) -> CloseResult:
+        """Cancel, free a holding agent and dispatch their team, in one transaction."""
+        return self._close(case_service.cancel_case, case_id=data.case_id, reason=data.reason, actor=data.actor)
+
+    def _close(self, close: Callable[..., tuple[Any, list[Reservation]]], **kwargs: Any) -> CloseResult:
+        with business_errors(), self._session_factory.begin() as session:
+            case, reservations = close(session=session, **kwargs)
+            return CloseResult(case=case_service.to_public(case), reservations=reservations)
+
+    @activity.defn
+    def reconcile(self, data: ReconcileInput) -> ReconcileResult:
+        """Dispatch every team and list reservations whose workflow has not confirmed them."""
+        dispatched: list[Reservation] = []
+        with self._session_factory() as session:
+            teams = list(session.scalars(select(Team.name).order_by(Team.name)))
+        for team in teams:
+            # One transaction per team keeps each lock short.
+            with self._session_factory.begin() as session:
+                dispatched += dispatch(session=session, team=team, actor="reconciler")
+        with self._session_factory() as session:
+            stale = case_service.stale_reservations(
+                session=session, older_than=utcnow() - timedelta(seconds=data.resignal_after_seconds)
+            )
+        fresh = {r.case_id for r in dispatched}
+        return ReconcileResult(
+            dispatched=dispatched,
+            resignalled=[r for r in stale if r.case_id not in fresh],
+            repaired=[],
+        )
+
+    def all(self) -> list[Callable[..., Any]]:
+        """Every activity, for worker registration (production and tests register the same list)."""
+        return [self.open_case, self.confirm_assignment, self.resolve_case, self.cancel_case, self.reconcile]

@@ -1,0 +1,40 @@
+"""FastAPI dependencies: settings, database sessions, the Temporal client and the acting user."""
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
+
+from core.config import Settings
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_session_factory(request: Request) -> sessionmaker[Session]:
+    return request.app.state.session_factory  # type: ignore[no-any-return]
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    # Close only: routes commit inside themselves, so a failed commit reaches the client.
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+def get_temporal_client(request: Request) -> Client:
+    return request.app.state.temporal_client  # type: ignore[no-any-return]
+
+
+def get_actor(x_actor: Annotated[str | None, Header(max_length=200)] = None) -> str:
+    """Who acts: the `X-Actor` header today, an authenticated principal later."""
+    return x_actor.strip() if x_actor and x_actor.strip() else "api"
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[Session, Depends(get_session)]
+SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
+TemporalClientDep = Annotated[Client, Depends(get_temporal_client)]
+ActorDep = Annotated[str, Depends(get_actor)]

@@ -1,0 +1,99 @@
+"""One error shape, `{"detail": "..."}`, for every refusal; infrastructure outages are 503, never 500."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from core.errors import ERRORS_BY_TYPE, DomainError, DuplicateOpenCase
+
+log = logging.getLogger("returns.api")
+
+
+class ServiceUnavailable(Exception):
+    """A dependency (database or Temporal) is down or too slow; the client may retry."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def domain_error_from_update(err: WorkflowUpdateFailedError) -> DomainError:
+    """The domain refusal carried by a failed update (its ApplicationError type names it)."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type in ERRORS_BY_TYPE:
+        if cause.type == DuplicateOpenCase.__name__:
+            existing = str(cause.details[0]) if cause.details else ""
+            return DuplicateOpenCase(cause.message, existing_case_id=existing)
+        return ERRORS_BY_TYPE[cause.type](cause.message)
+    raise err
+
+
+def temporal_outage(err: Exception, timeout_seconds: float) -> ServiceUnavailable:
+    """The 503 for Temporal not answering or not reachable."""
+    if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
+        return ServiceUnavailable(
+            f"the case workflow did not answer within {timeout_seconds:g}s (is a worker running?); retry later"
+        )
+    return ServiceUnavailable(f"Temporal is unavailable: {err}")
+
+
+def _validation_message(err: RequestValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "request"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map domain errors, validation errors and outages to their HTTP answers."""
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, err: DomainError) -> JSONResponse:
+        body: dict[str, object] = {"detail": err.message}
+        if isinstance(err, DuplicateOpenCase):
+            body["existing_case_id"] = err.existing_case_id
+        return JSONResponse(body, status_code=err.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in err.errors()]
+        return JSONResponse({"detail": _validation_message(err), "errors": errors}, status_code=422)
+
+    @app.exception_handler(ServiceUnavailable)
+    async def _unavailable(_: Request, err: ServiceUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": err.message}, status_code=503, headers={"Retry-After": "2"})
+
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, err: DBAPIError) -> JSONResponse:
+        if err.connection_invalidated or _is_connectivity_error(err):
+            log.warning("database unavailable: %s", err.orig)
+            return JSONResponse(
+                {"detail": "the database is unavailable; retry later"}, status_code=503, headers={"Retry-After": "2"}
+            )
+        log.exception("database error")
+        return JSONResponse({"detail": "internal database error"}, status_code=500)
+
+    @app.exception_handler(PoolTimeoutError)
+    async def _pool(_: Request, err: PoolTimeoutError) -> JSONResponse:
+        return JSONResponse({"detail": "the database is overloaded; retry later"}, status_code=503)
+
+    @app.exception_handler(RPCError)
+    async def _temporal(_: Request, err: RPCError) -> JSONResponse:
+        if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            return JSONResponse({"detail": f"Temporal is unavailable: {err.message}"}, status_code=503)
+        log.exception("Temporal error")
+        return JSONResponse({"detail": f"Temporal error: {err.message}"}, status_code=500)
+
+
+def _is_connectivity_error(err: DBAPIError) -> bool:
+    # MySQL client errors 2002/2003/2006/2013: cannot connect, server gone, connection lost.
+    code = err.orig.args[0] if err.orig is not None and err.orig.args else None
+    return code in (2002, 2003, 2006, 2013) or "Lost connection" in str(err.orig)

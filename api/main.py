@@ -1,0 +1,45 @@
+"""The FastAPI application."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from api.errors import install_error_handlers
+from api.routes import agents, cases, health, teams
+from core.config import Settings, get_settings
+from core.db import make_engine, make_session_factory
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the engine and the Temporal client are made in the lifespan, not at import."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.DATABASE_URL, pool_size=settings.DB_POOL_SIZE)
+        app.state.settings = settings
+        app.state.session_factory = make_session_factory(engine)
+        # Lazy: the API starts (and /readyz says why it is not ready) while Temporal is still coming up.
+        app.state.temporal_client = await Client.connect(
+            settings.TEMPORAL_ADDRESS,
+            namespace=settings.TEMPORAL_NAMESPACE,
+            data_converter=pydantic_data_converter,
+            lazy=True,
+        )
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Returns desk",
+        version="1.0.0",
+        summary="Product-return cases, each a durable Temporal workflow, assigned to support agents.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (teams.router, agents.router, cases.router):
+        app.include_router(router, prefix="/api/v1")
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,72 @@
+"""Agents: add, list, read, edit, remove."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import ActorDep, SessionDep, SessionFactoryDep, TemporalClientDep
+from api.notify import notify_case_workflows
+from core import agents as agent_service
+from core.db import run_transaction
+from core.models import AgentStatus
+from core.schemas import AgentCreate, AgentPublic, AgentUpdate, Page
+
+router = APIRouter(prefix="/agents", tags=["agents"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=AgentPublic)
+async def create_agent(
+    body: AgentCreate, session_factory: SessionFactoryDep, client: TemporalClientDep, actor: ActorDep
+) -> AgentPublic:
+    """Add an agent; an available one takes the oldest waiting case of their team at once."""
+    change = await run_in_threadpool(
+        run_transaction, session_factory, lambda s: agent_service.create_agent(session=s, data=body)
+    )
+    await notify_case_workflows(client, change, actor)
+    return AgentPublic.model_validate(change.agent)
+
+
+@router.get("", response_model=Page[AgentPublic])
+def read_agents(
+    session: SessionDep,
+    status: AgentStatus | None = None,
+    team: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Page[AgentPublic]:
+    """List agents, filtered by status or team; each shows the case they hold."""
+    rows, next_cursor = agent_service.list_agents(session=session, status=status, team=team, cursor=cursor, limit=limit)
+    return Page[AgentPublic](items=[AgentPublic.model_validate(a) for a in rows], next_cursor=next_cursor)
+
+
+@router.get("/{agent_id}", response_model=AgentPublic)
+def read_agent(agent_id: str, session: SessionDep) -> AgentPublic:
+    """One agent."""
+    return AgentPublic.model_validate(agent_service.get_agent(session=session, agent_id=agent_id))
+
+
+@router.patch("/{agent_id}", response_model=AgentPublic)
+async def update_agent(
+    agent_id: str, body: AgentUpdate, session_factory: SessionFactoryDep, client: TemporalClientDep, actor: ActorDep
+) -> AgentPublic:
+    """Edit name, email, status or team; becoming available hands the agent the next waiting case."""
+    change = await run_in_threadpool(
+        run_transaction, session_factory, lambda s: agent_service.update_agent(session=s, agent_id=agent_id, data=body)
+    )
+    await notify_case_workflows(client, change, actor)
+    return AgentPublic.model_validate(change.agent)
+
+
+@router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_agent(
+    agent_id: str, session_factory: SessionFactoryDep, client: TemporalClientDep, actor: ActorDep
+) -> Response:
+    """Remove an agent; a case they held goes back to the front of the queue."""
+    change = await run_in_threadpool(
+        run_transaction,
+        session_factory,
+        lambda s: agent_service.remove_agent(session=s, agent_id=agent_id, actor=actor),
+    )
+    await notify_case_workflows(client, change, actor)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,275 @@
+"""Cases: file, read, list, resolve, cancel, history."""
+
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import ActorDep, SessionDep, SettingsDep, TemporalClientDep
+from api.errors import domain_error_from_update, temporal_outage
+from core import cases as case_service
+from core import search_attributes as sa
+from core.config import Settings
+from core.errors import DomainError, IdempotencyKeyReused, UnknownTeam
+from core.ids import case_id_for_idempotency_key, new_id, workflow_id_for_case
+from core.models import CaseStatus, Team, utcnow
+from core.rules import cancel_refusal, resolve_refusal
+from core.schemas import (
+    CancelCaseInput,
+    CaseCancel,
+    CaseCreate,
+    CaseEventPublic,
+    CaseHistory,
+    CasePublic,
+    CaseResolve,
+    FileCaseInput,
+    Page,
+    ResolveCaseInput,
+    ReturnCaseInput,
+)
+from workflows.return_case import ReturnCaseWorkflow
+
+router = APIRouter(prefix="/cases", tags=["cases"])
+
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255, description="Repeat-safe filing key")
+]
+StatusFilter = Annotated[
+    str | None,
+    Query(pattern="^(active|queued|reserved|assigned|resolved|cancelled)$", description="`active` or one state"),
+]
+Limit = Annotated[int, Query(ge=1, le=200)]
+
+
+def _rpc_timeout(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.TEMPORAL_RPC_TIMEOUT_SECONDS)
+
+
+def _read_case(session: Session, case_id: str) -> CasePublic:
+    return case_service.to_public(case_service.get_case(session=session, case_id=case_id))
+
+
+def _summary(data: CaseCreate) -> str:
+    return f"{data.customer_name}: order {data.order_id}, {data.product_name} ({data.product_sku})"[:200]
+
+
+def _details(data: CaseCreate) -> str:
+    return (
+        f"**Customer** {data.customer_name}\n\n**Order** {data.order_id}\n\n"
+        f"**Product** {data.product_name} (`{data.product_sku}`)\n\n**Reason** {data.reason}\n\n"
+        f"**Team** {data.team}, priority {data.priority.value}"
+    )
+
+
+def _precheck_filing(session: Session, data: CaseCreate, case_id: str) -> None:
+    """Refuse before any workflow starts: unknown team (422), order line already open (409)."""
+    if session.get(Team, data.team) is None:
+        raise UnknownTeam(f"team {data.team!r} does not exist")
+    other = case_service.find_open_case_for_order_line(
+        session=session, order_id=data.order_id, product_sku=data.product_sku
+    )
+    if other is not None and other.id != case_id:
+        raise case_service.duplicate_open_case_error(other)
+
+
+def _existing_for_key(session: Session, key: str, data: CaseCreate) -> CasePublic | None:
+    existing = case_service.find_by_idempotency_key(session=session, key=key)
+    if existing is None:
+        return None
+    if not case_service.matches_request(existing, data):
+        raise IdempotencyKeyReused(f"Idempotency-Key was already used for case {existing.id} with different details")
+    return case_service.to_public(existing)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CasePublic,
+    responses={200: {"model": CasePublic, "description": "A repeat of an earlier filing (same Idempotency-Key)"}},
+)
+async def create_case(
+    body: CaseCreate,
+    response: Response,
+    session: SessionDep,
+    client: TemporalClientDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    idempotency_key: IdempotencyKey = None,
+) -> CasePublic:
+    """File a return case; it comes back `assigned` when an agent was free, else `queued`."""
+    if idempotency_key is not None:
+        existing = await run_in_threadpool(_existing_for_key, session, idempotency_key, body)
+        if existing is not None:
+            response.status_code = status.HTTP_200_OK
+            return existing
+        case_id = case_id_for_idempotency_key(idempotency_key)
+    else:
+        case_id = new_id("c")
+    await run_in_threadpool(_precheck_filing, session, body, case_id)
+    session.close()  # release the connection before the long Temporal round trip
+
+    workflow_id = workflow_id_for_case(case_id)
+    start = WithStartWorkflowOperation(
+        ReturnCaseWorkflow.run,
+        ReturnCaseInput(case_id=case_id, case=body, filed_at=utcnow(), actor=actor, idempotency_key=idempotency_key),
+        id=workflow_id,
+        task_queue=settings.TASK_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.CASE_STATUS, CaseStatus.QUEUED.value),
+                SearchAttributePair(sa.TEAM, body.team),
+                SearchAttributePair(sa.CASE_PRIORITY, body.priority.value),
+                SearchAttributePair(sa.CUSTOMER_EMAIL, body.customer_email),
+                SearchAttributePair(sa.ORDER_ID, body.order_id),
+            ]
+        ),
+        static_summary=_summary(body),
+        static_details=_details(body),
+    )
+    try:
+        result = await client.execute_update_with_start_workflow(
+            ReturnCaseWorkflow.file,
+            FileCaseInput(case=body, idempotency_key=idempotency_key),
+            start_workflow_operation=start,
+            id=f"file-{uuid.uuid4()}",
+            rpc_timeout=_rpc_timeout(settings),
+        )
+    except WorkflowUpdateFailedError as err:
+        raise domain_error_from_update(err) from None
+    except WorkflowAlreadyStartedError:
+        # The workflow for this key ran and closed: the case exists, or the filing was refused.
+        existing = await run_in_threadpool(_existing_for_key, session, idempotency_key or "", body)
+        if existing is None:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key belongs to a filing that was refused; use a new key"
+            ) from None
+        response.status_code = status.HTTP_200_OK
+        return existing
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
+        raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS) from err
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+    return result.case
+
+
+@router.get("", response_model=Page[CasePublic])
+def read_cases(
+    session: SessionDep,
+    status: StatusFilter = None,
+    agent_id: Annotated[str | None, Query(max_length=32)] = None,
+    team: Annotated[str | None, Query(max_length=64)] = None,
+    customer_email: Annotated[str | None, Query(max_length=320)] = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Limit = 50,
+) -> Page[CasePublic]:
+    """List cases oldest first, filtered by status (`active` = not terminal), agent, team or customer."""
+    rows, next_cursor = case_service.list_cases(
+        session=session,
+        status=status,
+        agent_id=agent_id,
+        team=team,
+        customer_email=customer_email,
+        cursor=cursor,
+        limit=limit,
+    )
+    return Page[CasePublic](items=[case_service.to_public(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/{case_id}", response_model=CasePublic)
+def read_case(case_id: str, session: SessionDep) -> CasePublic:
+    """One case."""
+    return _read_case(session, case_id)
+
+
+@router.get("/{case_id}/history", response_model=CaseHistory)
+def read_case_history(case_id: str, session: SessionDep, settings: SettingsDep) -> CaseHistory:
+    """Every transition of the case, oldest first, with who did it and a link to its workflow in the Temporal UI."""
+    events = case_service.case_history(session=session, case_id=case_id)
+    workflow_id = workflow_id_for_case(case_id)
+    return CaseHistory(
+        case_id=case_id,
+        workflow_id=workflow_id,
+        temporal_ui_url=f"{settings.TEMPORAL_UI_URL}/namespaces/{settings.TEMPORAL_NAMESPACE}/workflows/{workflow_id}",
+        events=[CaseEventPublic.model_validate(e) for e in events],
+    )
+
+
+@router.post("/{case_id}/resolve", response_model=CasePublic)
+async def resolve_case(
+    case_id: str, body: CaseResolve, session: SessionDep, client: TemporalClientDep, settings: SettingsDep
+) -> CasePublic:
+    """Resolve the case; only its assignee may. The agent is freed and takes the next waiting case."""
+    await run_in_threadpool(_read_case, session, case_id)  # 404 for an unknown case
+    session.close()
+    handle = client.get_workflow_handle_for(ReturnCaseWorkflow.run, workflow_id_for_case(case_id))
+    try:
+        return await handle.execute_update(
+            ReturnCaseWorkflow.resolve,
+            ResolveCaseInput(agent_id=body.agent_id, resolution=body.resolution),
+            rpc_timeout=_rpc_timeout(settings),
+        )
+    except WorkflowUpdateFailedError as err:
+        raise domain_error_from_update(err) from None
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS) from err
+    except WorkflowUpdateRPCTimeoutOrCancelledError as err:
+        raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS) from err
+    # The workflow has closed: answer a repeat from the record, refuse anything else.
+    case = await run_in_threadpool(_read_case, session, case_id)
+    _raise_if_refused(resolve_refusal(case, body.agent_id))
+    return case
+
+
+@router.post("/{case_id}/cancel", response_model=CasePublic)
+async def cancel_case(
+    case_id: str,
+    session: SessionDep,
+    client: TemporalClientDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    body: CaseCancel | None = None,
+) -> CasePublic:
+    """Cancel the case wherever it stands; a holding agent is freed and takes the next waiting case."""
+    await run_in_threadpool(_read_case, session, case_id)
+    session.close()
+    handle = client.get_workflow_handle_for(ReturnCaseWorkflow.run, workflow_id_for_case(case_id))
+    try:
+        return await handle.execute_update(
+            ReturnCaseWorkflow.cancel,
+            CancelCaseInput(reason=body.reason if body else None, actor=actor),
+            rpc_timeout=_rpc_timeout(settings),
+        )
+    except WorkflowUpdateFailedError as err:
+        raise domain_error_from_update(err) from None
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS) from err
+    except WorkflowUpdateRPCTimeoutOrCancelledError as err:
+        raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS) from err
+    case = await run_in_threadpool(_read_case, session, case_id)
+    _raise_if_refused(cancel_refusal(case))
+    return case
+
+
+def _raise_if_refused(refusal: DomainError | None) -> None:
+    if refusal is not None:
+        raise refusal

@@ -1,0 +1,40 @@
+"""Liveness and readiness, at the root."""
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import SessionFactoryDep, TemporalClientDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "MySQL or Temporal is down"}})
+async def readyz(session_factory: SessionFactoryDep, client: TemporalClientDep) -> JSONResponse:
+    """Ready when both the database and Temporal answer; 503 names whichever does not."""
+    problems: list[str] = []
+
+    def ping_database() -> None:
+        with session_factory() as session:
+            session.execute(text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(run_in_threadpool(ping_database), timeout=5)
+    except Exception as err:  # readiness reports any failure, whatever its kind
+        problems.append(f"database: {type(err).__name__}: {err}"[:300])
+    try:
+        await asyncio.wait_for(client.service_client.check_health(), timeout=5)
+    except Exception as err:
+        problems.append(f"temporal: {type(err).__name__}: {err}"[:300])
+    if problems:
+        return JSONResponse({"status": "unavailable", "detail": "; ".join(problems)}, status_code=503)
+    return JSONResponse({"status": "ready"})

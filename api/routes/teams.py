@@ -1,0 +1,36 @@
+"""Teams and the queue overview."""
+
+from fastapi import APIRouter, status
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import SessionDep, SessionFactoryDep
+from core import teams as team_service
+from core.db import run_transaction
+from core.schemas import Page, QueueOverview, TeamCreate, TeamPublic, TeamWithQueue
+
+router = APIRouter(tags=["teams"])
+
+
+@router.post("/teams", status_code=status.HTTP_201_CREATED, response_model=TeamPublic)
+async def create_team(body: TeamCreate, session_factory: SessionFactoryDep) -> TeamPublic:
+    """Create a routing group."""
+    team = await run_in_threadpool(
+        run_transaction, session_factory, lambda s: team_service.create_team(session=s, name=body.name)
+    )
+    return TeamPublic.model_validate(team)
+
+
+@router.get("/teams", response_model=Page[TeamWithQueue])
+def read_teams(session: SessionDep) -> Page[TeamWithQueue]:
+    """Every team with its queue figures."""
+    teams = team_service.list_teams(session=session)
+    figures = {q.team: q for q in team_service.queue_figures(session=session, teams=[t.name for t in teams])}
+    return Page[TeamWithQueue](
+        items=[TeamWithQueue(name=t.name, created_at=t.created_at, queue=figures[t.name]) for t in teams]
+    )
+
+
+@router.get("/queue", response_model=QueueOverview)
+def read_queue(session: SessionDep) -> QueueOverview:
+    """Per team: waiting cases, oldest wait, next case in line, and available/busy/away agents."""
+    return QueueOverview(teams=team_service.queue_figures(session=session))

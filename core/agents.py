@@ -1,0 +1,134 @@
+"""Agent administration. Every change that can free capacity dispatches in the same transaction."""
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.cases import requeue
+from core.dispatch import dispatch, lock_teams
+from core.errors import AgentNotFound, ConcurrentChange, EmailInUse
+from core.ids import new_id
+from core.models import Agent, AgentStatus, ReturnCase, utcnow
+from core.schemas import AgentCreate, AgentUpdate, Reservation
+
+
+@dataclass
+class AgentChange:
+    """What an agent change did, so the caller can tell the affected case workflows."""
+
+    agent: Agent
+    reservations: list[Reservation] = field(default_factory=list)
+    requeued_case_id: str | None = None
+
+
+def get_agent(*, session: Session, agent_id: str, for_update: bool = False) -> Agent:
+    """A live (not removed) agent, or AgentNotFound."""
+    stmt = select(Agent).where(Agent.id == agent_id, Agent.deleted_at.is_(None))
+    if for_update:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    agent = session.scalars(stmt).first()
+    if agent is None:
+        raise AgentNotFound(f"agent {agent_id} not found")
+    return agent
+
+
+def list_agents(
+    *, session: Session, status: str | None, team: str | None, cursor: str | None, limit: int
+) -> tuple[list[Agent], str | None]:
+    """Live agents ordered by id (ids grow with creation time); returns the page and the next cursor."""
+    stmt = select(Agent).where(Agent.deleted_at.is_(None))
+    if status is not None:
+        stmt = stmt.where(Agent.status == status)
+    if team is not None:
+        stmt = stmt.where(Agent.team == team)
+    if cursor is not None:
+        stmt = stmt.where(Agent.id > cursor)
+    rows = list(session.scalars(stmt.order_by(Agent.id).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], rows[limit - 1].id
+
+
+def _ensure_email_free(*, session: Session, email: str, agent_id: str | None) -> None:
+    holder = session.scalars(select(Agent.id).where(Agent.active_email == email)).first()
+    if holder is not None and holder != agent_id:
+        raise EmailInUse(f"email {email} is already used by agent {holder}")
+
+
+def _flush_agent(*, session: Session, agent: Agent) -> None:
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise EmailInUse(f"email {agent.email} is already used by another agent") from None
+
+
+def create_agent(*, session: Session, data: AgentCreate) -> AgentChange:
+    """Add an agent; an available one immediately takes the oldest waiting case of their team."""
+    lock_teams(session=session, teams=[data.team])
+    _ensure_email_free(session=session, email=data.email, agent_id=None)
+    agent = Agent(
+        id=new_id("a"),
+        name=data.name,
+        email=data.email,
+        active_email=data.email,
+        team=data.team,
+        status=data.status,
+        available_since=utcnow(),
+    )
+    session.add(agent)
+    _flush_agent(session=session, agent=agent)
+    return AgentChange(agent=agent, reservations=dispatch(session=session, team=agent.team))
+
+
+def update_agent(*, session: Session, agent_id: str, data: AgentUpdate) -> AgentChange:
+    """Edit an agent; becoming available or joining a team hands them that team's next case."""
+    current = get_agent(session=session, agent_id=agent_id)
+    lock_teams(session=session, teams={current.team, data.team or current.team})
+    agent = get_agent(session=session, agent_id=agent_id, for_update=True)
+    if data.email is not None and data.email != agent.email:
+        _ensure_email_free(session=session, email=data.email, agent_id=agent.id)
+        agent.email = agent.active_email = data.email
+    if data.name is not None:
+        agent.name = data.name
+    frees_capacity = False
+    if data.status is not None and data.status != agent.status:
+        agent.status = data.status
+        if data.status == AgentStatus.AVAILABLE:
+            agent.available_since = utcnow()
+            frees_capacity = True
+    if data.team is not None and data.team != agent.team:
+        # A held case stays with the agent; the new team's queue is served once they are free.
+        agent.team = data.team
+        frees_capacity = True
+    agent.updated_at = utcnow()
+    _flush_agent(session=session, agent=agent)
+    reservations = dispatch(session=session, team=agent.team) if frees_capacity else []
+    return AgentChange(agent=agent, reservations=reservations)
+
+
+def remove_agent(*, session: Session, agent_id: str, actor: str) -> AgentChange:
+    """Soft-delete an agent; a case they held goes back to the front of its queue and is dispatched again."""
+    current = get_agent(session=session, agent_id=agent_id)
+    held = session.get(ReturnCase, current.current_case_id) if current.current_case_id else None
+    lock_teams(session=session, teams={current.team} | ({held.team} if held else set()))
+    agent = get_agent(session=session, agent_id=agent_id, for_update=True)
+    if agent.current_case_id != (held.id if held else None):
+        raise ConcurrentChange(f"agent {agent_id} changed case while being removed")
+    now = utcnow()
+    agent.deleted_at = now
+    agent.updated_at = now
+    agent.active_email = None
+    agent.status = AgentStatus.AWAY
+    agent.current_case_id = None
+    if held is None:
+        session.flush()
+        return AgentChange(agent=agent)
+    case = session.scalars(
+        select(ReturnCase).where(ReturnCase.id == held.id).with_for_update().execution_options(populate_existing=True)
+    ).one()
+    requeue(session=session, case=case, actor=actor, reason=f"agent {agent_id} removed")
+    session.flush()
+    return AgentChange(agent=agent, reservations=dispatch(session=session, team=case.team), requeued_case_id=case.id)

@@ -1,0 +1,296 @@
+"""Case transitions and reads. Functions take the session as a keyword and never commit."""
+
+import base64
+import binascii
+from datetime import datetime
+
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.dispatch import dispatch, lock_teams, record_event
+from core.errors import CaseNotFound, ConcurrentChange, DuplicateOpenCase, IdempotencyKeyReused, Invalid
+from core.ids import workflow_id_for_case
+from core.models import (
+    PRIORITY_RANK,
+    TERMINAL_STATUSES,
+    Agent,
+    CaseEvent,
+    CaseStatus,
+    ReturnCase,
+    utcnow,
+)
+from core.rules import cancel_refusal, resolve_refusal
+from core.schemas import CaseCreate, CasePublic, Reservation
+
+ACTIVE = "active"
+
+
+def open_order_line(order_id: str, product_sku: str) -> str:
+    """The key that makes one open case per order line unique."""
+    return f"{order_id}\x1f{product_sku}"
+
+
+def to_public(case: ReturnCase) -> CasePublic:
+    """The API and workflow view of a case row."""
+    return CasePublic.model_validate(
+        {
+            **{c: getattr(case, c) for c in CasePublic.model_fields if c != "workflow_id"},
+            "workflow_id": workflow_id_for_case(case.id),
+        }
+    )
+
+
+def matches_request(case: ReturnCase, data: CaseCreate) -> bool:
+    """True when a repeated filing asks for exactly the case that exists."""
+    return all(getattr(case, field) == value for field, value in data.model_dump().items())
+
+
+def find_open_case_for_order_line(*, session: Session, order_id: str, product_sku: str) -> ReturnCase | None:
+    """The open case for this order line, if any."""
+    return session.scalars(
+        select(ReturnCase).where(ReturnCase.open_order_line == open_order_line(order_id, product_sku))
+    ).first()
+
+
+def find_by_idempotency_key(*, session: Session, key: str) -> ReturnCase | None:
+    """The case filed with this `Idempotency-Key`, if any."""
+    return session.scalars(select(ReturnCase).where(ReturnCase.idempotency_key == key)).first()
+
+
+def duplicate_open_case_error(existing: ReturnCase) -> DuplicateOpenCase:
+    """The 409 naming the case that already covers the order line."""
+    return DuplicateOpenCase(
+        f"order {existing.order_id} product {existing.product_sku} already has open case {existing.id}",
+        existing_case_id=existing.id,
+    )
+
+
+def open_case(
+    *,
+    session: Session,
+    case_id: str,
+    data: CaseCreate,
+    filed_at: datetime,
+    actor: str,
+    idempotency_key: str | None,
+) -> tuple[ReturnCase, list[Reservation]]:
+    """Insert the case (idempotent by id), queue it and dispatch its team."""
+    existing = session.get(ReturnCase, case_id)
+    if existing is not None:
+        if not matches_request(existing, data):
+            raise IdempotencyKeyReused(f"case {case_id} exists with different details")
+        return existing, []
+    lock_teams(session=session, teams=[data.team])
+    other = find_open_case_for_order_line(session=session, order_id=data.order_id, product_sku=data.product_sku)
+    if other is not None:
+        raise duplicate_open_case_error(other)
+    case = ReturnCase(
+        id=case_id,
+        **data.model_dump(),
+        priority_rank=PRIORITY_RANK[data.priority],
+        status=CaseStatus.QUEUED,
+        queued_at=filed_at,
+        idempotency_key=idempotency_key,
+        open_order_line=open_order_line(data.order_id, data.product_sku),
+    )
+    try:
+        with session.begin_nested():
+            session.add(case)
+            session.flush()
+    except IntegrityError:
+        # Another team's transaction took the order line between our check and insert.
+        other = find_open_case_for_order_line(session=session, order_id=data.order_id, product_sku=data.product_sku)
+        if other is None:
+            raise
+        raise duplicate_open_case_error(other) from None
+    record_event(
+        session=session, case=case, type="filed", actor=actor, from_status=None, priority=case.priority, team=case.team
+    )
+    return case, dispatch(session=session, team=data.team)
+
+
+def get_case(*, session: Session, case_id: str, for_update: bool = False) -> ReturnCase:
+    """The case, or CaseNotFound."""
+    stmt = select(ReturnCase).where(ReturnCase.id == case_id)
+    if for_update:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    case = session.scalars(stmt).first()
+    if case is None:
+        raise CaseNotFound(f"case {case_id} not found")
+    return case
+
+
+def confirm_assignment(*, session: Session, case_id: str, agent_id: str | None, actor: str) -> ReturnCase:
+    """Turn the reservation for `agent_id` into an assignment if it still stands; return the case as it is."""
+    case = get_case(session=session, case_id=case_id, for_update=True)
+    if agent_id is not None and case.status == CaseStatus.RESERVED and case.agent_id == agent_id:
+        now = utcnow()
+        case.status = CaseStatus.ASSIGNED
+        case.assigned_at = now
+        record_event(
+            session=session,
+            case=case,
+            type="assigned",
+            actor=actor,
+            from_status=CaseStatus.RESERVED,
+            agent_id=agent_id,
+            at=now,
+        )
+        session.flush()
+    return case
+
+
+def free_agent(*, session: Session, agent_id: str, case_id: str) -> Agent | None:
+    """Clear the agent's hold on `case_id` (only that case) and mark them idle from now."""
+    agent = session.scalars(select(Agent).where(Agent.id == agent_id).with_for_update()).first()
+    if agent is None or agent.current_case_id != case_id:
+        return None
+    agent.current_case_id = None
+    agent.available_since = utcnow()
+    return agent
+
+
+def _lock_case_and_holder_teams(*, session: Session, case_id: str) -> ReturnCase:
+    """Lock the case's team and its holder's team (in name order), then the case row."""
+    for _ in range(5):
+        case = get_case(session=session, case_id=case_id)
+        holder = session.get(Agent, case.agent_id) if case.agent_id else None
+        teams = {case.team} | ({holder.team} if holder else set())
+        lock_teams(session=session, teams=teams)
+        case = get_case(session=session, case_id=case_id, for_update=True)
+        holder = session.get(Agent, case.agent_id, populate_existing=True) if case.agent_id else None
+        if holder is None or holder.team in teams:
+            return case
+    raise ConcurrentChange(f"case {case_id}: its holder kept moving between teams")
+
+
+def resolve_case(
+    *, session: Session, case_id: str, agent_id: str, resolution: str | None, actor: str
+) -> tuple[ReturnCase, list[Reservation]]:
+    """Resolve an assigned case for its assignee, free the agent and hand them the next case."""
+    case = _lock_case_and_holder_teams(session=session, case_id=case_id)
+    refusal = resolve_refusal(case, agent_id)
+    if refusal is not None:
+        raise refusal
+    if case.status == CaseStatus.RESOLVED:
+        return case, []
+    return _close(session=session, case=case, to=CaseStatus.RESOLVED, actor=actor, note=resolution)
+
+
+def cancel_case(
+    *, session: Session, case_id: str, reason: str | None, actor: str
+) -> tuple[ReturnCase, list[Reservation]]:
+    """Cancel a case wherever it stands; a holding agent is freed and handed the next case."""
+    case = _lock_case_and_holder_teams(session=session, case_id=case_id)
+    refusal = cancel_refusal(case)
+    if refusal is not None:
+        raise refusal
+    if case.status == CaseStatus.CANCELLED:
+        return case, []
+    return _close(session=session, case=case, to=CaseStatus.CANCELLED, actor=actor, note=reason)
+
+
+def _close(
+    *, session: Session, case: ReturnCase, to: CaseStatus, actor: str, note: str | None
+) -> tuple[ReturnCase, list[Reservation]]:
+    now = utcnow()
+    before = case.status
+    holder_id = case.agent_id
+    case.status = to
+    case.open_order_line = None
+    if to == CaseStatus.RESOLVED:
+        case.resolved_at, case.resolution = now, note
+    else:
+        case.cancelled_at, case.cancel_reason = now, note
+    record_event(
+        session=session,
+        case=case,
+        type=to.value,
+        actor=actor,
+        from_status=before,
+        agent_id=holder_id,
+        at=now,
+        **({"note": note} if note else {}),
+    )
+    freed = free_agent(session=session, agent_id=holder_id, case_id=case.id) if holder_id else None
+    session.flush()
+    reservations = dispatch(session=session, team=freed.team) if freed else []
+    return case, reservations
+
+
+def requeue(*, session: Session, case: ReturnCase, actor: str, reason: str) -> None:
+    """Put a held case back in the queue at its original place (the caller holds the team locks)."""
+    before, holder = case.status, case.agent_id
+    case.status = CaseStatus.QUEUED
+    case.agent_id = None
+    case.reserved_at = None
+    case.assigned_at = None
+    record_event(
+        session=session, case=case, type="requeued", actor=actor, from_status=before, agent_id=holder, reason=reason
+    )
+
+
+def list_cases(
+    *,
+    session: Session,
+    status: str | None = None,
+    agent_id: str | None = None,
+    team: str | None = None,
+    customer_email: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[ReturnCase], str | None]:
+    """Cases oldest first, filtered; returns the page and the cursor of the next one."""
+    stmt = select(ReturnCase)
+    if status == ACTIVE:
+        stmt = stmt.where(ReturnCase.status.not_in([s.value for s in TERMINAL_STATUSES]))
+    elif status is not None:
+        stmt = stmt.where(ReturnCase.status == status)
+    if agent_id is not None:
+        stmt = stmt.where(ReturnCase.agent_id == agent_id)
+    if team is not None:
+        stmt = stmt.where(ReturnCase.team == team)
+    if customer_email is not None:
+        stmt = stmt.where(ReturnCase.customer_email == customer_email.strip().lower())
+    if cursor is not None:
+        after_at, after_id = decode_cursor(cursor)
+        stmt = stmt.where(
+            (ReturnCase.queued_at > after_at) | ((ReturnCase.queued_at == after_at) & (ReturnCase.id > after_id))
+        )
+    rows = list(session.scalars(stmt.order_by(ReturnCase.queued_at, ReturnCase.id).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last.queued_at, last.id)
+
+
+def encode_cursor(at: datetime, row_id: str) -> str:
+    """An opaque cursor for the position after (at, id)."""
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{row_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Parse a cursor made by `encode_cursor`, or raise Invalid."""
+    try:
+        at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(at), row_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise Invalid("cursor is not valid; pass back a next_cursor from a previous page") from None
+
+
+def case_history(*, session: Session, case_id: str) -> list[CaseEvent]:
+    """Every event of the case, oldest first."""
+    if not session.scalar(select(exists().where(ReturnCase.id == case_id))):
+        raise CaseNotFound(f"case {case_id} not found")
+    return list(session.scalars(select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id)))
+
+
+def stale_reservations(*, session: Session, older_than: datetime) -> list[Reservation]:
+    """Reservations their case workflow has not confirmed since `older_than`."""
+    rows = session.execute(
+        select(ReturnCase.id, ReturnCase.agent_id).where(
+            ReturnCase.status == CaseStatus.RESERVED, ReturnCase.reserved_at < older_than
+        )
+    ).all()
+    return [Reservation(case_id=case_id, agent_id=agent_id) for case_id, agent_id in rows if agent_id]

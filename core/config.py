@@ -1,0 +1,49 @@
+"""Settings from environment variables, each with a default that runs on one machine."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_ROOT / ".data"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the API, the worker and the dev runner read the same values."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+
+    DATABASE_URL: str = f"sqlite:///{DATA_DIR / 'returns.db'}"
+    TEMPORAL_PORT: int = 7233
+    TEMPORAL_UI_PORT: int = 8233
+    TEMPORAL_ADDRESS: str = ""
+    TEMPORAL_NAMESPACE: str = "default"
+    TEMPORAL_UI_URL: str = ""
+    TASK_QUEUE: str = "returns"
+    API_HOST: str = "127.0.0.1"
+    API_PORT: int = 8000
+    RECONCILE_INTERVAL_SECONDS: float = 5.0
+    # A reservation not confirmed by its case workflow after this long is signalled again.
+    RESERVATION_RESIGNAL_SECONDS: float = 10.0
+    DB_POOL_SIZE: int = 20
+    ACTIVITY_THREADS: int = 32
+    # How long the API waits on Temporal before answering 503.
+    TEMPORAL_RPC_TIMEOUT_SECONDS: float = 10.0
+    METRICS_PORT: int = 0
+    LOG_LEVEL: str = "INFO"
+
+    @model_validator(mode="after")
+    def _derive_temporal_urls(self) -> "Settings":
+        if not self.TEMPORAL_ADDRESS:
+            self.TEMPORAL_ADDRESS = f"127.0.0.1:{self.TEMPORAL_PORT}"
+        if not self.TEMPORAL_UI_URL:
+            self.TEMPORAL_UI_URL = f"http://localhost:{self.TEMPORAL_UI_PORT}"
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

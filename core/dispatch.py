@@ -1,0 +1,99 @@
+"""Dispatch: the one place where agents meet cases. Call it only inside a write transaction."""
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.errors import UnknownTeam
+from core.models import Agent, AgentStatus, CaseEvent, CaseStatus, ReturnCase, Team, utcnow
+from core.schemas import Reservation
+
+# Pairs made per round; dispatch loops until agents or cases run out.
+DISPATCH_BATCH = 50
+
+
+def lock_teams(*, session: Session, teams: Iterable[str]) -> None:
+    """Lock team rows in name order: every writer that touches a team's agents or queue goes through here first."""
+    names = sorted(set(teams))
+    if not names:
+        return
+    found = session.scalars(select(Team.name).where(Team.name.in_(names)).order_by(Team.name).with_for_update()).all()
+    missing = set(names) - set(found)
+    if missing:
+        raise UnknownTeam(f"team {sorted(missing)[0]!r} does not exist")
+
+
+def record_event(
+    *,
+    session: Session,
+    case: ReturnCase,
+    type: str,
+    actor: str,
+    from_status: str | None,
+    agent_id: str | None = None,
+    at: datetime | None = None,
+    **data: object,
+) -> None:
+    """Append one history row for a transition the caller just made to `case`."""
+    session.add(
+        CaseEvent(
+            case_id=case.id,
+            at=at or utcnow(),
+            type=type,
+            actor=actor,
+            from_status=from_status,
+            to_status=case.status,
+            agent_id=agent_id,
+            data=dict(data),
+        )
+    )
+
+
+def dispatch(*, session: Session, team: str, actor: str = "dispatch") -> list[Reservation]:
+    """Reserve free agents of `team` for its waiting cases, in serving order; return the reservations."""
+    lock_teams(session=session, teams=[team])
+    reservations: list[Reservation] = []
+    while True:
+        agents = session.scalars(
+            select(Agent)
+            .where(
+                Agent.team == team,
+                Agent.status == AgentStatus.AVAILABLE,
+                Agent.current_case_id.is_(None),
+                Agent.deleted_at.is_(None),
+            )
+            .order_by(Agent.available_since, Agent.id)
+            .limit(DISPATCH_BATCH)
+            .with_for_update()
+        ).all()
+        if not agents:
+            return reservations
+        cases = session.scalars(
+            select(ReturnCase)
+            .where(ReturnCase.team == team, ReturnCase.status == CaseStatus.QUEUED)
+            .order_by(ReturnCase.priority_rank, ReturnCase.queued_at, ReturnCase.id)
+            .limit(len(agents))
+            .with_for_update()
+        ).all()
+        now = utcnow()
+        for agent, case in zip(agents, cases, strict=False):
+            case.status = CaseStatus.RESERVED
+            case.agent_id = agent.id
+            case.reserved_at = now
+            agent.current_case_id = case.id
+            record_event(
+                session=session,
+                case=case,
+                type="reserved",
+                actor=actor,
+                from_status=CaseStatus.QUEUED,
+                agent_id=agent.id,
+                at=now,
+                waited_seconds=round((now - case.queued_at).total_seconds(), 3),
+            )
+            reservations.append(Reservation(case_id=case.id, agent_id=agent.id))
+        session.flush()
+        if len(cases) < DISPATCH_BATCH or len(agents) < DISPATCH_BATCH:
+            return reservations

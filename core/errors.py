@@ -1,0 +1,89 @@
+"""Domain errors: one vocabulary from the service layer to the activities and the HTTP API."""
+
+
+class DomainError(Exception):
+    """A business rule refused the request; nothing was changed."""
+
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def type(self) -> str:
+        """The error's name, carried as `ApplicationError.type` across Temporal."""
+        return type(self).__name__
+
+
+class NotFound(DomainError):
+    status_code = 404
+
+
+class Conflict(DomainError):
+    status_code = 409
+
+
+class Invalid(DomainError):
+    status_code = 422
+
+
+class TeamNotFound(NotFound): ...
+
+
+class AgentNotFound(NotFound): ...
+
+
+class CaseNotFound(NotFound): ...
+
+
+class UnknownTeam(Invalid):
+    """A request names a team that does not exist (a field error, so 422)."""
+
+
+class TeamExists(Conflict): ...
+
+
+class EmailInUse(Conflict): ...
+
+
+class DuplicateOpenCase(Conflict):
+    """The order line already has an open case."""
+
+    def __init__(self, message: str, existing_case_id: str) -> None:
+        super().__init__(message)
+        self.existing_case_id = existing_case_id
+
+
+class IdempotencyKeyReused(Conflict): ...
+
+
+class CaseNotAssigned(Conflict): ...
+
+
+class WrongAgent(Conflict): ...
+
+
+class CaseClosed(Conflict): ...
+
+
+ERRORS_BY_TYPE: dict[str, type[DomainError]] = {
+    cls.__name__: cls
+    for cls in (
+        TeamNotFound,
+        AgentNotFound,
+        CaseNotFound,
+        UnknownTeam,
+        TeamExists,
+        EmailInUse,
+        DuplicateOpenCase,
+        IdempotencyKeyReused,
+        CaseNotAssigned,
+        WrongAgent,
+        CaseClosed,
+    )
+}
+
+
+class ConcurrentChange(Exception):
+    """Rows moved between a read and the lock that followed it; the whole transaction is retried."""

@@ -1,0 +1,181 @@
+"""ORM models: team, agent, return_case, case_event. The database enforces the holding invariants."""
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC with microseconds (MySQL DATETIME keeps no offset); loads aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class AgentStatus(enum.StrEnum):
+    AVAILABLE = "available"
+    AWAY = "away"
+
+
+class CaseStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RESERVED = "reserved"
+    ASSIGNED = "assigned"
+    RESOLVED = "resolved"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({CaseStatus.RESOLVED, CaseStatus.CANCELLED})
+HELD_STATUSES = frozenset({CaseStatus.RESERVED, CaseStatus.ASSIGNED})
+
+
+class CasePriority(enum.StrEnum):
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+# Lower rank is served first; stored so the dispatch index can serve the ORDER BY.
+PRIORITY_RANK = {CasePriority.HIGH: 0, CasePriority.NORMAL: 1}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {str: String(255), datetime: UTCDateTime()}
+
+
+class Team(Base):
+    """A routing group: cases of a team go only to agents of that team."""
+
+    __tablename__ = "team"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Agent(Base):
+    """A support agent; `current_case_id` is UNIQUE, so no case can ever have two holders."""
+
+    __tablename__ = "agent"
+    __table_args__ = (
+        CheckConstraint("status IN ('available', 'away')", name="status"),
+        Index("ix_agent_dispatch", "team", "status", "current_case_id", "available_since", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    # Equals `email` while the agent exists and NULL once removed, so emails stay unique among live agents.
+    active_email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    team: Mapped[str] = mapped_column(String(64), ForeignKey("team.name"))
+    status: Mapped[str] = mapped_column(String(16))
+    available_since: Mapped[datetime]
+    current_case_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    deleted_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ReturnCase(Base):
+    """A product-return case; its workflow is `case-<id>`."""
+
+    __tablename__ = "return_case"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'reserved', 'assigned', 'resolved', 'cancelled')", name="status"),
+        CheckConstraint("priority IN ('normal', 'high')", name="priority"),
+        # Serves dispatch's ORDER BY without a filesort, so FOR UPDATE locks only the rows it takes.
+        Index("ix_return_case_dispatch", "team", "status", "priority_rank", "queued_at", "id"),
+        Index("ix_return_case_status_reserved_at", "status", "reserved_at"),
+        Index("ix_return_case_queued_at", "queued_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team: Mapped[str] = mapped_column(String(64), ForeignKey("team.name"))
+    priority: Mapped[str] = mapped_column(String(16))
+    priority_rank: Mapped[int] = mapped_column(SmallInteger)
+    customer_name: Mapped[str] = mapped_column(String(200))
+    customer_email: Mapped[str] = mapped_column(String(320), index=True)
+    order_id: Mapped[str] = mapped_column(String(100))
+    product_sku: Mapped[str] = mapped_column(String(100))
+    product_name: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    agent_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("agent.id"), index=True)
+    queued_at: Mapped[datetime]
+    reserved_at: Mapped[datetime | None]
+    assigned_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+    resolution: Mapped[str | None] = mapped_column(Text)
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # "<order_id>\x1f<sku>" while the case is open, NULL once terminal: one open case per order line.
+    open_order_line: Mapped[str | None] = mapped_column(String(210), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CaseEvent(Base):
+    """One row per transition of a case, written in the transaction that made it; never updated."""
+
+    __tablename__ = "case_event"
+    __table_args__ = (Index("ix_case_event_case_id_id", "case_id", "id"),)
+
+    # SQLite only autoincrements an INTEGER PRIMARY KEY.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    case_id: Mapped[str] = mapped_column(String(32), ForeignKey("return_case.id"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    type: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(200))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    agent_id: Mapped[str | None] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

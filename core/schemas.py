@@ -1,0 +1,225 @@
+"""Pydantic models shared by the HTTP API and the Temporal payloads (one input model per message)."""
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from core.models import AgentStatus, CasePriority, CaseStatus
+
+Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Text100 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+TeamName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$"),
+]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_lower=True, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)]
+
+T = TypeVar("T")
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(Schema, Generic[T]):
+    """One page of a list; pass `next_cursor` back as `cursor` for the next page."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class TeamCreate(Schema):
+    model_config = ConfigDict(extra="forbid")
+    name: TeamName
+
+
+class TeamPublic(Schema):
+    name: str
+    created_at: datetime
+
+
+class TeamQueue(Schema):
+    """A team's queue figures."""
+
+    team: str
+    waiting: int
+    # The case the next free agent of this team will get.
+    next_case_id: str | None
+    oldest_wait_seconds: float | None
+    agents_available: int
+    agents_busy: int
+    agents_away: int
+
+
+class TeamWithQueue(TeamPublic):
+    queue: TeamQueue
+
+
+class AgentCreate(Schema):
+    model_config = ConfigDict(extra="forbid")
+    name: Text200
+    email: Email
+    team: TeamName = "returns"
+    status: AgentStatus = AgentStatus.AVAILABLE
+
+
+class AgentUpdate(Schema):
+    model_config = ConfigDict(extra="forbid")
+    name: Text200 | None = None
+    email: Email | None = None
+    team: TeamName | None = None
+    status: AgentStatus | None = None
+
+
+class AgentPublic(Schema):
+    id: str
+    name: str
+    email: str
+    team: str
+    status: AgentStatus
+    available_since: datetime
+    current_case_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CaseCreate(Schema):
+    """What a customer files."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer_name: Text200
+    customer_email: Email
+    order_id: Text100
+    product_sku: Text100
+    product_name: Text200
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    description: Note | None = None
+    priority: CasePriority = CasePriority.NORMAL
+    team: TeamName = "returns"
+
+
+class CasePublic(Schema):
+    id: str
+    workflow_id: str
+    team: str
+    priority: CasePriority
+    status: CaseStatus
+    agent_id: str | None
+    customer_name: str
+    customer_email: str
+    order_id: str
+    product_sku: str
+    product_name: str
+    reason: str
+    description: str | None
+    queued_at: datetime
+    reserved_at: datetime | None
+    assigned_at: datetime | None
+    resolved_at: datetime | None
+    cancelled_at: datetime | None
+    resolution: str | None
+    cancel_reason: str | None
+
+
+class CaseResolve(Schema):
+    model_config = ConfigDict(extra="forbid")
+    agent_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+    resolution: Note | None = None
+
+
+class CaseCancel(Schema):
+    model_config = ConfigDict(extra="forbid")
+    reason: Note | None = None
+
+
+class CaseEventPublic(Schema):
+    id: int
+    at: datetime
+    type: str
+    actor: str
+    from_status: str | None
+    to_status: str | None
+    agent_id: str | None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class CaseHistory(Schema):
+    case_id: str
+    workflow_id: str
+    temporal_ui_url: str
+    events: list[CaseEventPublic]
+
+
+class QueueOverview(Schema):
+    teams: list[TeamQueue]
+
+
+# --- Temporal payloads --------------------------------------------------------------------------
+
+
+class Reservation(Schema):
+    """Dispatch paired this case with this agent; the case workflow must confirm it."""
+
+    case_id: str
+    agent_id: str
+
+
+class ReturnCaseInput(Schema):
+    """Input of `ReturnCaseWorkflow.run`."""
+
+    case_id: str
+    case: CaseCreate
+    filed_at: datetime
+    actor: str
+    idempotency_key: str | None = None
+
+
+class FileCaseInput(Schema):
+    """Input of the `file` update sent with the workflow start; the request must match the case."""
+
+    case: CaseCreate
+    idempotency_key: str | None = None
+
+
+class FileCaseResult(Schema):
+    case: CasePublic
+    # False when this request was a repeat of one that already filed the case.
+    created: bool
+
+
+class AgentReservedInput(Schema):
+    """Signal: dispatch reserved `agent_id` for this case."""
+
+    agent_id: str
+
+
+class CaseRequeuedInput(Schema):
+    """Signal: the holding agent was removed or changed, the case is back in the queue."""
+
+    agent_id: str
+    actor: str
+
+
+class ResolveCaseInput(Schema):
+    """Update/signal: the assignee resolves the case."""
+
+    agent_id: str
+    resolution: str | None = None
+
+
+class CancelCaseInput(Schema):
+    """Update/signal: cancel the case wherever it is."""
+
+    reason: str | None = None
+    actor: str = "system"
+
+
+class ReconcileResult(Schema):
+    dispatched: list[Reservation]
+    resignalled: list[Reservation]
+    repaired: list[str]

@@ -1,0 +1,62 @@
+"""Temporal client and reconciler schedule, shared by the API, the worker, the dev runner and tests."""
+
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from core.config import Settings
+
+RECONCILER_SCHEDULE_ID = "returns-reconciler"
+
+
+async def connect(settings: Settings) -> Client:
+    """A client that speaks pydantic, as every client of ours must."""
+    return await Client.connect(
+        settings.TEMPORAL_ADDRESS,
+        namespace=settings.TEMPORAL_NAMESPACE,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def reconciler_schedule(settings: Settings) -> Schedule:
+    """The Schedule that runs the reconciler every RECONCILE_INTERVAL_SECONDS."""
+    from workflows.reconcile import ReconcileWorkflow, ReconcileWorkflowInput
+
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            ReconcileWorkflow.run,
+            ReconcileWorkflowInput(resignal_after_seconds=settings.RESERVATION_RESIGNAL_SECONDS),
+            id="returns-reconcile",
+            task_queue=settings.TASK_QUEUE,
+            execution_timeout=timedelta(minutes=5),
+        ),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.RECONCILE_INTERVAL_SECONDS))]
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_reconciler_schedule(client: Client, settings: Settings) -> None:
+    """Create the reconciler schedule, or bring an existing one up to the current settings."""
+    schedule = reconciler_schedule(settings)
+    try:
+        await client.create_schedule(RECONCILER_SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+
+        async def _replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(RECONCILER_SCHEDULE_ID).update(_replace)

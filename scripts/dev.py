@@ -1,0 +1,134 @@
+"""`make dev`: the Temporal dev server (with UI), migrations, the worker and the API on one machine.
+
+Restarts the worker or the API if one dies, the way a process manager would; Ctrl-C stops everything.
+"""
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.config import DATA_DIR, Settings, get_settings  # noqa: E402
+from core.search_attributes import dev_server_flags  # noqa: E402
+
+BIN = Path(sys.executable).parent
+RESTART_BACKOFF_SECONDS = (1, 2, 5, 10)
+
+
+def log(message: str) -> None:
+    print(f"[dev] {time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+class Supervised:
+    """A child process that is started again when it exits while we are not stopping."""
+
+    def __init__(self, name: str, argv: list[str], log_file: Path | None = None) -> None:
+        self.name, self.argv, self.log_file = name, argv, log_file
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        output = self.log_file.open("ab") if self.log_file else None
+        self.process = subprocess.Popen(self.argv, cwd=ROOT, start_new_session=True, stdout=output, stderr=output)
+        where = f", log in {self.log_file.relative_to(ROOT)}" if self.log_file else ""
+        log(f"{self.name} started (pid {self.process.pid}{where})")
+
+    def check(self) -> None:
+        if self.process is None or self.process.poll() is None:
+            return
+        code = self.process.returncode
+        delay = RESTART_BACKOFF_SECONDS[min(self.restarts, len(RESTART_BACKOFF_SECONDS) - 1)]
+        log(f"{self.name} exited with code {code}; restarting in {delay}s (restart #{self.restarts + 1})")
+        time.sleep(delay)
+        self.restarts += 1
+        self.start()
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log(f"{self.name} did not stop in {timeout:g}s; killing it")
+            self.process.kill()
+            self.process.wait()
+        log(f"{self.name} stopped")
+
+
+def temporal_argv(settings: Settings) -> list[str]:
+    return [
+        str(BIN / "temporal"), "server", "start-dev",
+        "--ip", "127.0.0.1",
+        "--port", str(settings.TEMPORAL_PORT),
+        "--ui-port", str(settings.TEMPORAL_UI_PORT),
+        "--db-filename", str(DATA_DIR / "temporal.db"),
+        "--namespace", settings.TEMPORAL_NAMESPACE,
+        "--log-level", "warn",
+        *dev_server_flags(),
+    ]  # fmt: skip
+
+
+async def wait_for_temporal(settings: Settings, timeout: float = 60) -> None:
+    from core.temporal import connect
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client = await connect(settings)
+            await client.service_client.check_health()
+            return
+        except Exception as err:  # any failure means "not up yet" until the deadline
+            if time.monotonic() > deadline:
+                raise SystemExit(f"Temporal did not come up on {settings.TEMPORAL_ADDRESS}: {err}") from err
+            await asyncio.sleep(0.5)
+
+
+def main() -> None:
+    settings = get_settings()
+    DATA_DIR.mkdir(exist_ok=True)
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    temporal = Supervised("temporal", temporal_argv(settings), log_file=DATA_DIR / "temporal.log")
+    worker = Supervised("worker", [sys.executable, "worker.py"])
+    api = Supervised(
+        "api",
+        [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
+         "--host", settings.API_HOST, "--port", str(settings.API_PORT), "--log-level", "warning"],
+    )  # fmt: skip
+    children = [temporal, worker, api]
+    try:
+        temporal.start()
+        asyncio.run(wait_for_temporal(settings))
+        log(f"database: {settings.DATABASE_URL}")
+        subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=ROOT, check=True)
+        worker.start()
+        api.start()
+        log(f"API docs:    http://{settings.API_HOST}:{settings.API_PORT}/docs")
+        log(f"Temporal UI: {settings.TEMPORAL_UI_URL}")
+        log("Ctrl-C stops everything")
+        while not stopping:
+            time.sleep(0.5)
+            for child in children:
+                if not stopping:
+                    child.check()
+    finally:
+        log("stopping")
+        for child in reversed(children):
+            child.stop()
+
+
+if __name__ == "__main__":
+    main()

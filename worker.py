@@ -1,0 +1,65 @@
+"""The Temporal worker: runs case workflows, the reconciler and their database activities."""
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.cases import CaseActivities
+from core.config import Settings, get_settings
+from core.db import make_engine, make_session_factory
+from core.logging import configure_logging
+from core.temporal import connect, ensure_reconciler_schedule
+from workflows.reconcile import ReconcileWorkflow
+from workflows.return_case import ReturnCaseWorkflow
+
+WORKFLOWS: Sequence[type] = (ReturnCaseWorkflow, ReconcileWorkflow)
+
+log = logging.getLogger("returns.worker")
+
+
+def build_worker(
+    client: Client, settings: Settings, activities: Sequence[Callable[..., Any]], executor: ThreadPoolExecutor
+) -> Worker:
+    """The worker exactly as production runs it (tests build theirs here too)."""
+    return Worker(
+        client,
+        task_queue=settings.TASK_QUEUE,
+        workflows=list(WORKFLOWS),
+        activities=list(activities),
+        activity_executor=executor,
+        max_concurrent_activities=settings.ACTIVITY_THREADS,
+        # In-flight activities get this long to finish on SIGTERM before they are handed back.
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    client = await connect(settings)
+    engine = make_engine(settings.DATABASE_URL, pool_size=settings.ACTIVITY_THREADS)
+    activities = CaseActivities(make_session_factory(engine))
+    await ensure_reconciler_schedule(client, settings)
+    with ThreadPoolExecutor(max_workers=settings.ACTIVITY_THREADS) as executor:
+        worker = build_worker(client, settings, activities.all(), executor)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("worker polling task queue %s on %s", settings.TASK_QUEUE, settings.TEMPORAL_ADDRESS)
+        async with worker:
+            await stop.wait()
+            log.info("worker shutting down: finishing in-flight activities")
+    engine.dispose()
+    log.info("worker stopped")
+
+
+if __name__ == "__main__":
+    configure_logging(get_settings().LOG_LEVEL)
+    asyncio.run(run_worker(get_settings()))

@@ -1,0 +1,316 @@
+"""The durable lifecycle of one return case."""
+
+import asyncio
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.cases import (
+        CancelInput,
+        CaseActivities,
+        CloseResult,
+        ConfirmAssignmentInput,
+        OpenCaseInput,
+        ResolveInput,
+    )
+    from core import search_attributes as sa
+    from core.errors import DomainError
+    from core.models import TERMINAL_STATUSES, CaseStatus
+    from core.rules import cancel_refusal, resolve_refusal
+    from core.schemas import (
+        AgentReservedInput,
+        CancelCaseInput,
+        CasePublic,
+        CaseRequeuedInput,
+        FileCaseInput,
+        FileCaseResult,
+        Reservation,
+        ResolveCaseInput,
+        ReturnCaseInput,
+    )
+    from workflows.policies import DB_RETRY, DB_TIMEOUT
+
+
+def as_application_error(error: DomainError | None) -> ApplicationError | None:
+    """A domain refusal in the form an update handler or validator raises."""
+    return None if error is None else ApplicationError(error.message, type=error.type, non_retryable=True)
+
+
+@workflow.defn
+class ReturnCaseWorkflow:
+    """One return case, from filing to resolved or cancelled. Workflow id `case-<case id>`.
+
+    Updates: `file` (sent with the start; answers once the case is assigned or queued),
+    `resolve` (assignee only), `cancel`.
+    Signals: `agent_reserved` (dispatch chose an agent), `case_requeued` (the agent was removed),
+    `request_resolve` and `request_cancel` (fire-and-forget forms of the updates, for ops).
+    Query: `get_case`.
+    """
+
+    @workflow.init
+    def __init__(self, input: ReturnCaseInput) -> None:
+        self._input = input
+        self._case: CasePublic | None = None
+        self._rejection: ApplicationError | None = None
+        self._first_file_update: str | None = None
+        self._reserved_agent: str | None = None
+        self._resolve: ResolveCaseInput | None = None
+        self._resolve_attempts = 0
+        self._resolve_error: ApplicationError | None = None
+        self._cancel: CancelCaseInput | None = None
+        self._cancel_attempts = 0
+        self._cancel_error: ApplicationError | None = None
+
+    @workflow.run
+    async def run(self, input: ReturnCaseInput) -> CasePublic | None:
+        try:
+            opened = await workflow.execute_activity_method(
+                CaseActivities.open_case,
+                OpenCaseInput(
+                    case_id=input.case_id,
+                    case=input.case,
+                    filed_at=input.filed_at,
+                    actor=input.actor,
+                    idempotency_key=input.idempotency_key,
+                ),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+                summary="file the case and look for a free agent",
+            )
+        except ActivityError as err:
+            if not isinstance(err.cause, ApplicationError):
+                raise
+            # The filing was refused (e.g. the order line already has an open case): no case exists.
+            self._rejection = err.cause
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return None
+        self._apply(opened.case)
+        await self._deliver(opened.reservations)
+
+        while not self._is_terminal():
+            await workflow.wait_condition(
+                lambda: self._cancel is not None or self._resolve is not None or self._reserved_agent is not None
+            )
+            if self._cancel is not None:
+                await self._run_cancel(self._cancel)
+            elif self._resolve is not None:
+                await self._run_resolve(self._resolve)
+            elif self._reserved_agent is not None:
+                await self._confirm(self._reserved_agent)
+
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._case
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    async def _confirm(self, agent_id: str | None) -> None:
+        self._reserved_agent = None
+        case = await workflow.execute_activity_method(
+            CaseActivities.confirm_assignment,
+            ConfirmAssignmentInput(case_id=self._input.case_id, agent_id=agent_id),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary=f"assign agent {agent_id}" if agent_id else "read the case back",
+        )
+        self._apply(case)
+
+    async def _run_resolve(self, request: ResolveCaseInput) -> None:
+        try:
+            closed: CloseResult = await workflow.execute_activity_method(
+                CaseActivities.resolve_case,
+                ResolveInput(
+                    case_id=self._input.case_id,
+                    agent_id=request.agent_id,
+                    resolution=request.resolution,
+                    actor=f"agent:{request.agent_id}",
+                ),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+                summary=f"resolve for agent {request.agent_id} and hand them the next case",
+            )
+        except ActivityError as err:
+            # The database refused (our view was stale, e.g. the agent was removed): learn the truth.
+            self._resolve_error = self._business_error(err)
+            await self._confirm(None)
+        else:
+            self._resolve_error = None
+            self._apply(closed.case)
+            await self._deliver(closed.reservations)
+        finally:
+            self._resolve = None
+            self._resolve_attempts += 1
+
+    async def _run_cancel(self, request: CancelCaseInput) -> None:
+        try:
+            closed: CloseResult = await workflow.execute_activity_method(
+                CaseActivities.cancel_case,
+                CancelInput(case_id=self._input.case_id, reason=request.reason, actor=request.actor),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+                summary="cancel, free the agent and hand them the next case",
+            )
+        except ActivityError as err:
+            self._cancel_error = self._business_error(err)
+            await self._confirm(None)
+        else:
+            self._cancel_error = None
+            self._apply(closed.case)
+            await self._deliver(closed.reservations)
+        finally:
+            self._cancel = None
+            self._cancel_attempts += 1
+
+    async def _deliver(self, reservations: list[Reservation]) -> None:
+        """Tell every case that dispatch just reserved an agent for; our own reservation we take directly."""
+        others = []
+        for reservation in reservations:
+            if reservation.case_id == self._input.case_id:
+                self._reserved_agent = reservation.agent_id
+            else:
+                others.append(self._signal_reserved(reservation))
+        await asyncio.gather(*others)
+
+    async def _signal_reserved(self, reservation: Reservation) -> None:
+        handle = workflow.get_external_workflow_handle(f"case-{reservation.case_id}")
+        try:
+            await handle.signal(ReturnCaseWorkflow.agent_reserved, AgentReservedInput(agent_id=reservation.agent_id))
+        except FailureError as err:
+            # The case workflow is gone; the reconciler repairs the reservation.
+            workflow.logger.warning("could not signal case %s: %s", reservation.case_id, err)
+
+    @staticmethod
+    def _business_error(err: ActivityError) -> ApplicationError:
+        if isinstance(err.cause, ApplicationError) and err.cause.non_retryable:
+            return err.cause
+        raise err
+
+    def _is_terminal(self) -> bool:
+        return self._case is not None and self._case.status in TERMINAL_STATUSES
+
+    def _apply(self, case: CasePublic) -> None:
+        """Adopt the database's view of the case, and tell the UI."""
+        self._case = case
+        if case.status == CaseStatus.RESERVED and case.agent_id:
+            self._reserved_agent = case.agent_id
+        workflow.upsert_search_attributes(
+            [
+                sa.CASE_STATUS.value_set(case.status.value),
+                sa.AGENT_ID.value_set(case.agent_id) if case.agent_id else sa.AGENT_ID.value_unset(),
+            ]
+        )
+        agent = f"agent `{case.agent_id}`" if case.agent_id else "no agent"
+        workflow.set_current_details(
+            f"**{case.status.value}** with {agent}\n\n"
+            f"filed {case.queued_at.isoformat()} in team `{case.team}`, priority {case.priority.value}"
+        )
+
+    # --- messages -------------------------------------------------------------------------------
+
+    @workflow.update
+    async def file(self, input: FileCaseInput) -> FileCaseResult:
+        """Answer once the case is assigned, queued, or refused."""
+        update = workflow.current_update_info()
+        update_id = update.id if update else ""
+        if self._first_file_update is None:
+            self._first_file_update = update_id
+        await workflow.wait_condition(
+            lambda: (
+                self._rejection is not None
+                or (
+                    self._case is not None and self._reserved_agent is None and self._case.status != CaseStatus.RESERVED
+                )
+            )
+        )
+        if self._rejection is not None:
+            raise self._rejection
+        assert self._case is not None
+        return FileCaseResult(case=self._case, created=update_id == self._first_file_update)
+
+    @file.validator
+    def validate_file(self, input: FileCaseInput) -> None:
+        if input.case != self._input.case:
+            raise ApplicationError(
+                "this Idempotency-Key was already used for a different case", type="IdempotencyKeyReused"
+            )
+
+    @workflow.update
+    async def resolve(self, input: ResolveCaseInput) -> CasePublic:
+        """Resolve the case for its assignee; repeated by the same agent it answers the same."""
+        if not self._is_terminal():
+            if self._resolve is None:
+                self._resolve = input
+            attempts = self._resolve_attempts
+            # A cancel may close the case first; then this resolve is answered without an attempt.
+            await workflow.wait_condition(lambda: self._resolve_attempts > attempts or self._is_terminal())
+        case = self._case
+        assert case is not None
+        if case.status == CaseStatus.RESOLVED and case.agent_id == input.agent_id:
+            return case
+        # Prefer the reason the fresh state gives; the database's own refusal otherwise.
+        raise (
+            self._refusal_for_resolve(input)
+            or self._resolve_error
+            or ApplicationError(f"case {case.id} could not be resolved", type="CaseNotAssigned")
+        )
+
+    @resolve.validator
+    def validate_resolve(self, input: ResolveCaseInput) -> None:
+        refusal = self._refusal_for_resolve(input)
+        if refusal is not None:
+            raise refusal
+
+    def _refusal_for_resolve(self, input: ResolveCaseInput) -> ApplicationError | None:
+        return as_application_error(resolve_refusal(self._case, input.agent_id))
+
+    @workflow.update
+    async def cancel(self, input: CancelCaseInput) -> CasePublic:
+        """Cancel the case wherever it stands."""
+        assert self._case is not None
+        if self._cancel is None and not self._is_terminal():
+            self._cancel = input
+        attempts = self._cancel_attempts
+        await workflow.wait_condition(lambda: self._cancel_attempts > attempts or self._is_terminal())
+        if self._case.status == CaseStatus.CANCELLED:
+            return self._case
+        raise (None if self._is_terminal() else self._cancel_error) or ApplicationError(
+            f"case {self._case.id} is already {self._case.status.value}", type="CaseClosed"
+        )
+
+    @cancel.validator
+    def validate_cancel(self, input: CancelCaseInput) -> None:
+        refusal = as_application_error(cancel_refusal(self._case))
+        if refusal is not None:
+            raise refusal
+
+    @workflow.signal
+    def agent_reserved(self, input: AgentReservedInput) -> None:
+        """Dispatch reserved an agent for this case; confirm it (duplicates are harmless)."""
+        if not self._is_terminal():
+            self._reserved_agent = input.agent_id
+
+    @workflow.signal
+    def case_requeued(self, input: CaseRequeuedInput) -> None:
+        """The holding agent is gone; read the case back from the database."""
+        if self._case is not None and self._case.agent_id == input.agent_id and not self._is_terminal():
+            # Confirming as that agent fails harmlessly and returns the case as it now is.
+            self._reserved_agent = input.agent_id
+
+    @workflow.signal
+    def request_resolve(self, input: ResolveCaseInput) -> None:
+        """Fire-and-forget resolve (ops, CLI); ignored unless the sender is the assignee."""
+        if self._refusal_for_resolve(input) is None and self._resolve is None and not self._is_terminal():
+            self._resolve = input
+        else:
+            workflow.logger.warning("ignored resolve signal from agent %s", input.agent_id)
+
+    @workflow.signal
+    def request_cancel(self, input: CancelCaseInput) -> None:
+        """Fire-and-forget cancel (ops, CLI)."""
+        if self._cancel is None and not self._is_terminal():
+            self._cancel = input
+
+    @workflow.query
+    def get_case(self) -> CasePublic | None:
+        """The case as the workflow last saw it in the database."""
+        return self._case
