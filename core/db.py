@@ -31,7 +31,13 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         pool_pre_ping=True,
         pool_recycle=1800,
         pool_timeout=10,
-        connect_args={"connect_timeout": 5, "read_timeout": 30, "write_timeout": 30},
+        connect_args={
+            "connect_timeout": 5,
+            "read_timeout": 30,
+            "write_timeout": 30,
+            # Fail a blocked lock fast (retried whole) rather than outliving the activity timeout.
+            "init_command": "SET SESSION innodb_lock_wait_timeout = 5",
+        },
     )
 
 

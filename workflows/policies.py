@@ -16,4 +16,6 @@ DB_RETRY = RetryPolicy(
     maximum_attempts=0,
     non_retryable_error_types=list(ERRORS_BY_TYPE),
 )
-DB_TIMEOUT = timedelta(seconds=30)
+# Each activity is one short transaction; a lock wait is capped at 5 s in the session (core/db.py),
+# so an attempt that runs longer belongs to a dead worker and is retried elsewhere.
+DB_TIMEOUT = timedelta(seconds=10)

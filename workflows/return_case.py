@@ -55,6 +55,8 @@ class ReturnCaseWorkflow:
         self._rejection: ApplicationError | None = None
         self._first_file_update: str | None = None
         self._reserved_agent: str | None = None
+        # The agent whose reservation is being confirmed right now (the activity may have committed already).
+        self._confirming: str | None = None
         self._resolve: ResolveCaseInput | None = None
         self._resolve_attempts = 0
         self._resolve_error: ApplicationError | None = None
@@ -106,13 +108,17 @@ class ReturnCaseWorkflow:
 
     async def _confirm(self, agent_id: str | None) -> None:
         self._reserved_agent = None
-        case = await workflow.execute_activity_method(
-            CaseActivities.confirm_assignment,
-            ConfirmAssignmentInput(case_id=self._input.case_id, agent_id=agent_id),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary=f"assign agent {agent_id}" if agent_id else "read the case back",
-        )
+        self._confirming = agent_id
+        try:
+            case = await workflow.execute_activity_method(
+                CaseActivities.confirm_assignment,
+                ConfirmAssignmentInput(case_id=self._input.case_id, agent_id=agent_id),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+                summary=f"assign agent {agent_id}" if agent_id else "read the case back",
+            )
+        finally:
+            self._confirming = None
         self._apply(case)
 
     async def _run_resolve(self, request: ResolveCaseInput) -> None:
@@ -261,6 +267,9 @@ class ReturnCaseWorkflow:
             raise refusal
 
     def _refusal_for_resolve(self, input: ResolveCaseInput) -> ApplicationError | None:
+        if self._confirming is not None and self._confirming == input.agent_id:
+            # This agent's assignment is being confirmed: let the database decide once it is.
+            return None
         return as_application_error(resolve_refusal(self._case, input.agent_id))
 
     @workflow.update
