@@ -5,6 +5,7 @@ Restarts the worker or the API if one dies, the way a process manager would; Ctr
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -89,8 +90,27 @@ async def wait_for_temporal(settings: Settings, timeout: float = 60) -> None:
             await asyncio.sleep(0.5)
 
 
+def ports_in_use(settings: Settings) -> list[int]:
+    """The ports `make dev` needs that something else already listens on."""
+    taken = []
+    for port in (settings.TEMPORAL_PORT, settings.TEMPORAL_UI_PORT, settings.API_PORT):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(port)
+    return taken
+
+
 def main() -> None:
     settings = get_settings()
+    taken = ports_in_use(settings)
+    if taken:
+        raise SystemExit(
+            f"[dev] port(s) {', '.join(map(str, taken))} already in use (another `make dev`?); "
+            "stop it or set API_PORT / TEMPORAL_PORT / TEMPORAL_UI_PORT"
+        )
     DATA_DIR.mkdir(exist_ok=True)
     stopping = False
 
