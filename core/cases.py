@@ -105,7 +105,14 @@ def open_case(
             raise
         raise duplicate_open_case_error(other) from None
     record_event(
-        session=session, case=case, type="filed", actor=actor, from_status=None, priority=case.priority, team=case.team
+        session=session,
+        case=case,
+        type="filed",
+        actor=actor,
+        reason=f"customer filed a return: {case.reason}",
+        from_status=None,
+        priority=case.priority,
+        team=case.team,
     )
     return case, dispatch(session=session, team=data.team)
 
@@ -133,6 +140,7 @@ def confirm_assignment(*, session: Session, case_id: str, agent_id: str | None, 
             case=case,
             type="assigned",
             actor=actor,
+            reason="the case workflow confirmed the reservation",
             from_status=CaseStatus.RESERVED,
             agent_id=agent_id,
             at=now,
@@ -174,7 +182,7 @@ def resolve_case(
     if refusal is not None:
         raise refusal
     if case.status == CaseStatus.RESOLVED:
-        return case, []
+        return case, _pending_reservation_of(session=session, agent_id=case.agent_id)
     return _close(session=session, case=case, to=CaseStatus.RESOLVED, actor=actor, note=resolution)
 
 
@@ -187,8 +195,22 @@ def cancel_case(
     if refusal is not None:
         raise refusal
     if case.status == CaseStatus.CANCELLED:
-        return case, []
+        return case, _pending_reservation_of(session=session, agent_id=case.agent_id)
     return _close(session=session, case=case, to=CaseStatus.CANCELLED, actor=actor, note=reason)
+
+
+def _pending_reservation_of(*, session: Session, agent_id: str | None) -> list[Reservation]:
+    """On a retried close: the reservation the first attempt's dispatch made for the freed agent, if still
+    unconfirmed, so the retry delivers it too (signals are idempotent)."""
+    if agent_id is None:
+        return []
+    agent = session.get(Agent, agent_id)
+    if agent is None or agent.current_case_id is None:
+        return []
+    held = session.get(ReturnCase, agent.current_case_id)
+    if held is None or held.status != CaseStatus.RESERVED:
+        return []
+    return [Reservation(case_id=held.id, agent_id=agent_id)]
 
 
 def _close(
@@ -208,6 +230,7 @@ def _close(
         case=case,
         type=to.value,
         actor=actor,
+        reason="resolved by the assignee" if to == CaseStatus.RESOLVED else (note or "cancelled, no reason given"),
         from_status=before,
         agent_id=holder_id,
         at=now,

@@ -4,7 +4,8 @@ import asyncio
 
 from sqlalchemy import select
 
-from core.models import CaseEvent
+from core.models import CaseEvent, utcnow
+from core.schemas import Reservation
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, case_body, eventually, file_case, get_case, new_team, resolve
 from tests.invariants import assert_holding_invariants
@@ -322,3 +323,47 @@ def _event_types(stack: Stack, case_id: str) -> list[str]:
 
 def _event_count(stack: Stack, case_id: str) -> int:
     return len(_event_types(stack, case_id))
+
+
+async def test_retried_resolve_delivers_the_hand_off_again(stack: Stack) -> None:
+    """A resolve retried after its commit returns the freed agent's still-unconfirmed reservation again."""
+    from core import agents, cases
+    from core.schemas import AgentCreate, CaseCreate
+
+    team = await new_team(stack.api)
+    now = utcnow()
+    with stack.session_factory.begin() as session:
+        agent = agents.create_agent(session=session, data=AgentCreate(name="A", email=f"{team}@x.example", team=team))
+        first, _ = cases.open_case(session=session, case_id=f"c-{team}-1", data=CaseCreate(**case_body(team)),
+                                   filed_at=now, actor="test", idempotency_key=None)  # fmt: skip
+        second, _ = cases.open_case(session=session, case_id=f"c-{team}-2", data=CaseCreate(**case_body(team)),
+                                    filed_at=now, actor="test", idempotency_key=None)  # fmt: skip
+        cases.confirm_assignment(session=session, case_id=first.id, agent_id=agent.agent.id, actor="test")
+
+    def retry_resolve() -> list[Reservation]:
+        with stack.session_factory.begin() as session:
+            return cases.resolve_case(
+                session=session, case_id=first.id, agent_id=agent.agent.id, resolution=None, actor="test"
+            )[1]
+
+    handed = retry_resolve()
+    retried = retry_resolve()
+    expected = [Reservation(case_id=second.id, agent_id=agent.agent.id)]
+    assert handed == expected
+    assert retried == expected
+    with stack.session_factory.begin() as session:
+        cases.confirm_assignment(session=session, case_id=second.id, agent_id=agent.agent.id, actor="test")
+    assert retry_resolve() == []
+
+
+async def test_idempotency_key_after_case_closed_returns_closed_case(stack: Stack) -> None:
+    api = stack.api
+    team = await new_team(api)
+    body = case_body(team)
+    headers = {"Idempotency-Key": f"closed-{body['order_id']}"}
+    first = await api.post(f"{API}/cases", json=body, headers=headers)
+    assert first.status_code == 201
+    assert (await api.post(f"{API}/cases/{first.json()['id']}/cancel")).status_code == 200
+    again = await api.post(f"{API}/cases", json=body, headers=headers)
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"] and again.json()["status"] == "cancelled"
