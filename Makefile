@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= mysql+pymysql://root@127.0.0.1:3306/returns_test
 
-.PHONY: dev test lint migrate bench check clean
+.PHONY: dev test stress lint migrate bench check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ dev: $(STAMP)  ## Temporal dev server + UI, worker, API; Ctrl-C stops everything
 	$(BIN)/python scripts/dev.py
 
 test: lint  ## lint, then the suite against a real Temporal dev server, MariaDB/MySQL and SQLite
-	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python scripts/run_tests.py
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python scripts/run_tests.py -m "not slow"
+
+stress: $(STAMP)  ## the long runs (pytest -m slow): the full-size stress test and the long fault runs
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python scripts/run_tests.py -m slow -v
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -26,6 +29,16 @@ lint: $(STAMP)
 
 migrate: $(STAMP)
 	$(BIN)/alembic upgrade head
+
+check: $(STAMP)  ## look for invariant violations in the running deployment (DATABASE_URL, TEMPORAL_ADDRESS)
+	$(BIN)/python scripts/check.py
+
+$(VENV)/.bench-installed: $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed  ## own stack on :7333/:8333/:8033 + DB returns_bench vs bare Temporal (~15 min; BENCH_SCALE=0.1 quick)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

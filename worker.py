@@ -15,6 +15,7 @@ from activities.cases import CaseActivities
 from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory
 from core.logging import configure_logging
+from core.metrics import worker_runtime
 from core.temporal import connect, ensure_reconciler_schedule
 from workflows.reconcile import ReconcileWorkflow
 from workflows.return_case import ReturnCaseWorkflow
@@ -42,7 +43,10 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully."""
-    client = await connect(settings)
+    # One runtime per process: it owns the metrics endpoint (SDK and domain series) on METRICS_PORT.
+    client = await connect(settings, worker_runtime(settings.METRICS_PORT))
+    if settings.METRICS_PORT:
+        log.info("worker metrics on :%d/metrics", settings.METRICS_PORT)
     engine = make_engine(settings.DATABASE_URL, pool_size=settings.ACTIVITY_THREADS)
     activities = CaseActivities(make_session_factory(engine))
     await ensure_reconciler_schedule(client, settings)

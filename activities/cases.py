@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.reporting import report_closed, report_confirmed, report_opened, report_reconciled
 from core import cases as case_service
 from core.dispatch import dispatch
 from core.errors import DomainError, DuplicateOpenCase
@@ -77,7 +78,13 @@ class CaseActivities:
 
     @activity.defn
     def open_case(self, data: OpenCaseInput) -> OpenCaseResult:
-        """Insert the case row (idempotent by case id) and dispatch its team."""
+        """Insert the case row (idempotent by case id) and dispatch its team.
+
+        When dispatch reserves an agent for this very case, the reservation is confirmed in the same
+        transaction (the workflow asking is the one that would confirm it), so a filing that finds a free
+        agent comes back `assigned` without a second activity; `reservations` then lists only other cases.
+        """
+        own: Reservation | None = None
         with business_errors(), self._session_factory.begin() as session:
             case, reservations = case_service.open_case(
                 session=session,
@@ -87,7 +94,17 @@ class CaseActivities:
                 actor=data.actor,
                 idempotency_key=data.idempotency_key,
             )
-            return OpenCaseResult(case=case_service.to_public(case), reservations=reservations)
+            own = next((r for r in reservations if r.case_id == data.case_id), None)
+            if own is not None:
+                case = case_service.confirm_assignment(
+                    session=session, case_id=data.case_id, agent_id=own.agent_id, actor="workflow"
+                )
+                reservations = [r for r in reservations if r is not own]
+            result = OpenCaseResult(case=case_service.to_public(case), reservations=reservations)
+        report_opened(result.case, result.reservations)
+        if own is not None:
+            report_confirmed(result.case, own.agent_id)
+        return result
 
     @activity.defn
     def confirm_assignment(self, data: ConfirmAssignmentInput) -> CasePublic:
@@ -96,7 +113,9 @@ class CaseActivities:
             case = case_service.confirm_assignment(
                 session=session, case_id=data.case_id, agent_id=data.agent_id, actor="workflow"
             )
-            return case_service.to_public(case)
+            confirmed = case_service.to_public(case)
+        report_confirmed(confirmed, data.agent_id)
+        return confirmed
 
     @activity.defn
     def resolve_case(self, data: ResolveInput) -> CloseResult:
@@ -117,7 +136,9 @@ class CaseActivities:
     def _close(self, close: Callable[..., tuple[Any, list[Reservation]]], **kwargs: Any) -> CloseResult:
         with business_errors(), self._session_factory.begin() as session:
             case, reservations = close(session=session, **kwargs)
-            return CloseResult(case=case_service.to_public(case), reservations=reservations)
+            result = CloseResult(case=case_service.to_public(case), reservations=reservations)
+        report_closed(result.case, result.reservations)
+        return result
 
     @activity.defn
     def reconcile(self, data: ReconcileInput) -> ReconcileResult:
@@ -134,11 +155,13 @@ class CaseActivities:
                 session=session, older_than=utcnow() - timedelta(seconds=data.resignal_after_seconds)
             )
         fresh = {r.case_id for r in dispatched}
-        return ReconcileResult(
+        result = ReconcileResult(
             dispatched=dispatched,
             resignalled=[r for r in stale if r.case_id not in fresh],
             repaired=[],
         )
+        report_reconciled(result)
+        return result
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for worker registration (production and tests register the same list)."""

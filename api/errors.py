@@ -1,10 +1,12 @@
 """One error shape, `{"detail": "..."}`, for every refusal; infrastructure outages are 503, never 500."""
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
@@ -12,8 +14,49 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import ERRORS_BY_TYPE, DomainError, DuplicateOpenCase
+from core.logging import case_context
 
 log = logging.getLogger("returns.api")
+
+# How the Temporal SDK words a failed (lazy) connection; it raises a plain RuntimeError.
+TEMPORAL_CONNECT_FAILED = "Failed client connect"
+
+
+class ErrorBody(BaseModel):
+    """Every refusal and every outage: one sentence saying what is wrong."""
+
+    detail: str
+
+
+class ConflictBody(ErrorBody):
+    """A refused transition or a clash with existing data."""
+
+    existing_case_id: str | None = Field(None, description="the open case of the order line (duplicate filings)")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str | None = None
+    type: str | None = None
+
+
+class ValidationErrorBody(ErrorBody):
+    """Malformed input: `detail` names each wrong field; `errors` lists them (absent for a semantic refusal)."""
+
+    errors: list[FieldError] = []
+
+
+_RESPONSES: dict[int, tuple[type[BaseModel], str]] = {
+    404: (ErrorBody, "No such id"),
+    409: (ConflictBody, "Refused: the transition is not allowed, or the data clashes with existing data"),
+    422: (ValidationErrorBody, "Malformed input, naming each wrong field"),
+    503: (ErrorBody, "The database or Temporal is unavailable; retry after `Retry-After` seconds"),
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the refusals and outages it can answer, each with its body model."""
+    return {code: {"model": _RESPONSES[code][0], "description": _RESPONSES[code][1]} for code in codes}
 
 
 class ServiceUnavailable(Exception):
@@ -35,13 +78,17 @@ def domain_error_from_update(err: WorkflowUpdateFailedError) -> DomainError:
     raise err
 
 
-def temporal_outage(err: Exception, timeout_seconds: float) -> ServiceUnavailable:
-    """The 503 for Temporal not answering or not reachable."""
+def temporal_outage(err: Exception, timeout_seconds: float, case_id: str) -> ServiceUnavailable:
+    """The 503 for Temporal not answering or not reachable about `case_id` (logged, since ops need to know)."""
     if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
-        return ServiceUnavailable(
-            f"the case workflow did not answer within {timeout_seconds:g}s (is a worker running?); retry later"
+        outage = ServiceUnavailable(
+            f"the case workflow did not answer within {timeout_seconds:g}s"
+            " (no worker running, or the database is down); retry later"
         )
-    return ServiceUnavailable(f"Temporal is unavailable: {err}")
+    else:
+        outage = ServiceUnavailable(f"Temporal is unavailable: {err}")
+    log.warning("answering 503: %s", outage.message, extra=case_context(case_id))
+    return outage
 
 
 def _validation_message(err: RequestValidationError) -> str:
@@ -83,7 +130,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PoolTimeoutError)
     async def _pool(_: Request, err: PoolTimeoutError) -> JSONResponse:
-        return JSONResponse({"detail": "the database is overloaded; retry later"}, status_code=503)
+        return JSONResponse(
+            {"detail": "the database is overloaded; retry later"}, status_code=503, headers={"Retry-After": "2"}
+        )
 
     @app.exception_handler(RPCError)
     async def _temporal(_: Request, err: RPCError) -> JSONResponse:
@@ -91,6 +140,18 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": f"Temporal is unavailable: {err.message}"}, status_code=503)
         log.exception("Temporal error")
         return JSONResponse({"detail": f"Temporal error: {err.message}"}, status_code=500)
+
+    @app.exception_handler(RuntimeError)
+    async def _runtime(_: Request, err: RuntimeError) -> JSONResponse:
+        # The API's Temporal client connects on first use (lazy): an API started while Temporal is down
+        # gets this from the SDK until Temporal is back.
+        if str(err).startswith(TEMPORAL_CONNECT_FAILED):
+            log.warning("Temporal unavailable: %s", err)
+            return JSONResponse(
+                {"detail": f"Temporal is unavailable: {err}"}, status_code=503, headers={"Retry-After": "2"}
+            )
+        log.error("unexpected error", exc_info=err)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
 def _is_connectivity_error(err: DBAPIError) -> bool:

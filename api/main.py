@@ -1,5 +1,6 @@
 """The FastAPI application."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -8,14 +9,19 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.errors import install_error_handlers
+from api.metrics import install_metrics
 from api.routes import agents, cases, health, teams
 from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory
+from core.logging import configure_logging
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the engine and the Temporal client are made in the lifespan, not at import."""
     settings = settings or get_settings()
+    if not logging.getLogger().handlers:
+        # Run by uvicorn rather than embedded (tests): log JSON, redacted, like the worker.
+        configure_logging(settings.LOG_LEVEL)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,4 +48,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (teams.router, agents.router, cases.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)
+    install_metrics(app)
     return app

@@ -10,7 +10,7 @@ from core.cases import requeue
 from core.dispatch import dispatch, lock_teams
 from core.errors import AgentNotFound, ConcurrentChange, EmailInUse
 from core.ids import new_id
-from core.models import Agent, AgentStatus, ReturnCase, utcnow
+from core.models import Agent, AgentEvent, AgentStatus, ReturnCase, utcnow
 from core.schemas import AgentCreate, AgentUpdate, Reservation
 
 
@@ -21,6 +21,25 @@ class AgentChange:
     agent: Agent
     reservations: list[Reservation] = field(default_factory=list)
     requeued_case_id: str | None = None
+
+
+def record_agent_event(
+    *, session: Session, agent: Agent, type: str, actor: str, changes: dict[str, list[object]] | None = None
+) -> None:
+    """Append the agent's state after a change the caller just made (call it with the team locks held)."""
+    session.add(
+        AgentEvent(
+            agent_id=agent.id,
+            at=utcnow(),
+            type=type,
+            actor=actor,
+            status=agent.status,
+            team=agent.team,
+            removed=agent.deleted_at is not None,
+            available_since=agent.available_since,
+            data=changes or {},
+        )
+    )
 
 
 def get_agent(*, session: Session, agent_id: str, for_update: bool = False) -> Agent:
@@ -65,7 +84,7 @@ def _flush_agent(*, session: Session, agent: Agent) -> None:
         raise EmailInUse(f"email {agent.email} is already used by another agent") from None
 
 
-def create_agent(*, session: Session, data: AgentCreate) -> AgentChange:
+def create_agent(*, session: Session, data: AgentCreate, actor: str = "api") -> AgentChange:
     """Add an agent; an available one immediately takes the oldest waiting case of their team."""
     lock_teams(session=session, teams=[data.team])
     _ensure_email_free(session=session, email=data.email, agent_id=None)
@@ -80,14 +99,16 @@ def create_agent(*, session: Session, data: AgentCreate) -> AgentChange:
     )
     session.add(agent)
     _flush_agent(session=session, agent=agent)
+    record_agent_event(session=session, agent=agent, type="created", actor=actor)
     return AgentChange(agent=agent, reservations=dispatch(session=session, team=agent.team))
 
 
-def update_agent(*, session: Session, agent_id: str, data: AgentUpdate) -> AgentChange:
+def update_agent(*, session: Session, agent_id: str, data: AgentUpdate, actor: str = "api") -> AgentChange:
     """Edit an agent; becoming available or joining a team hands them that team's next case."""
     current = get_agent(session=session, agent_id=agent_id)
     lock_teams(session=session, teams={current.team, data.team or current.team})
     agent = get_agent(session=session, agent_id=agent_id, for_update=True)
+    before = {"name": agent.name, "email": agent.email, "status": agent.status, "team": agent.team}
     if data.email is not None and data.email != agent.email:
         _ensure_email_free(session=session, email=data.email, agent_id=agent.id)
         agent.email = agent.active_email = data.email
@@ -105,6 +126,9 @@ def update_agent(*, session: Session, agent_id: str, data: AgentUpdate) -> Agent
         frees_capacity = True
     agent.updated_at = utcnow()
     _flush_agent(session=session, agent=agent)
+    changes = {k: [v, getattr(agent, k)] for k, v in before.items() if getattr(agent, k) != v}
+    if changes:
+        record_agent_event(session=session, agent=agent, type="updated", actor=actor, changes=changes)
     reservations = dispatch(session=session, team=agent.team) if frees_capacity else []
     return AgentChange(agent=agent, reservations=reservations)
 
@@ -123,6 +147,7 @@ def remove_agent(*, session: Session, agent_id: str, actor: str) -> AgentChange:
     agent.active_email = None
     agent.status = AgentStatus.AWAY
     agent.current_case_id = None
+    record_agent_event(session=session, agent=agent, type="removed", actor=actor)
     if held is None:
         session.flush()
         return AgentChange(agent=agent)

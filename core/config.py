@@ -7,6 +7,7 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The default of the DATA_DIR setting.
 DATA_DIR = PROJECT_ROOT / ".data"
 
 
@@ -15,7 +16,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
 
-    DATABASE_URL: str = f"sqlite:///{DATA_DIR / 'returns.db'}"
+    # Local state of `make dev`: Temporal's file, its log and (by default) the SQLite database.
+    DATA_DIR: Path = DATA_DIR
+    DATABASE_URL: str = ""
     TEMPORAL_PORT: int = 7233
     TEMPORAL_UI_PORT: int = 8233
     TEMPORAL_ADDRESS: str = ""
@@ -36,6 +39,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_temporal_urls(self) -> "Settings":
+        if not self.DATABASE_URL:
+            self.DATABASE_URL = f"sqlite:///{self.DATA_DIR / 'returns.db'}"
         if not self.TEMPORAL_ADDRESS:
             self.TEMPORAL_ADDRESS = f"127.0.0.1:{self.TEMPORAL_PORT}"
         if not self.TEMPORAL_UI_URL:

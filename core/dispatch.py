@@ -31,12 +31,13 @@ def record_event(
     case: ReturnCase,
     type: str,
     actor: str,
+    reason: str,
     from_status: str | None,
     agent_id: str | None = None,
     at: datetime | None = None,
     **data: object,
 ) -> None:
-    """Append one history row for a transition the caller just made to `case`."""
+    """Append one history row for a transition the caller just made to `case`: who made it (`actor`) and why."""
     session.add(
         CaseEvent(
             case_id=case.id,
@@ -46,7 +47,7 @@ def record_event(
             from_status=from_status,
             to_status=case.status,
             agent_id=agent_id,
-            data=dict(data),
+            data={**data, "reason": reason},
         )
     )
 
@@ -88,6 +89,7 @@ def dispatch(*, session: Session, team: str, actor: str = "dispatch") -> list[Re
                 case=case,
                 type="reserved",
                 actor=actor,
+                reason=f"first in line in team {team} when agent {agent.id} was free",
                 from_status=CaseStatus.QUEUED,
                 agent_id=agent.id,
                 at=now,

@@ -179,3 +179,30 @@ class CaseEvent(Base):
     to_status: Mapped[str | None] = mapped_column(String(16))
     agent_id: Mapped[str | None] = mapped_column(String(32))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AgentEvent(Base):
+    """One row per change of an agent (created, edited, removed) with the agent's state after it.
+
+    Written in the transaction that made the change, under the team lock, so an agent's status, team and
+    removal at any instant can be read back: the invariant checker uses it to prove that no case was
+    reserved for an agent who was away, removed or in another team at that moment.
+    """
+
+    __tablename__ = "agent_event"
+    __table_args__ = (Index("ix_agent_event_agent_id_id", "agent_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    agent_id: Mapped[str] = mapped_column(String(32), ForeignKey("agent.id"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    type: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    team: Mapped[str] = mapped_column(String(64))
+    removed: Mapped[bool]
+    # The agent's `available_since` after the change (their place in the longest-idle order).
+    available_since: Mapped[datetime | None]
+    # What changed: {"field": [before, after]}.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from core.models import AgentStatus, CasePriority, CaseStatus
 
@@ -138,6 +138,8 @@ class CaseCancel(Schema):
 
 
 class CaseEventPublic(Schema):
+    """One transition of a case: when, what, who made it (`actor`) and why (`reason`)."""
+
     id: int
     at: datetime
     type: str
@@ -145,7 +147,16 @@ class CaseEventPublic(Schema):
     from_status: str | None
     to_status: str | None
     agent_id: str | None
+    reason: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _reason_from_data(self) -> "CaseEventPublic":
+        # The reason is stored with the event's data; the API shows it as a field of its own.
+        if "reason" in self.data:
+            self.reason = self.reason or str(self.data["reason"])
+            self.data = {k: v for k, v in self.data.items() if k != "reason"}
+        return self
 
 
 class CaseHistory(Schema):

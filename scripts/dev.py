@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.config import DATA_DIR, Settings, get_settings  # noqa: E402
+from core.config import Settings, get_settings  # noqa: E402
 from core.search_attributes import dev_server_flags  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -36,7 +36,10 @@ class Supervised:
     def start(self) -> None:
         output = self.log_file.open("ab") if self.log_file else None
         self.process = subprocess.Popen(self.argv, cwd=ROOT, start_new_session=True, stdout=output, stderr=output)
-        where = f", log in {self.log_file.relative_to(ROOT)}" if self.log_file else ""
+        shown = self.log_file and (
+            self.log_file.relative_to(ROOT) if self.log_file.is_relative_to(ROOT) else self.log_file
+        )
+        where = f", log in {shown}" if shown else ""
         log(f"{self.name} started (pid {self.process.pid}{where})")
 
     def check(self) -> None:
@@ -68,7 +71,7 @@ def temporal_argv(settings: Settings) -> list[str]:
         "--ip", "127.0.0.1",
         "--port", str(settings.TEMPORAL_PORT),
         "--ui-port", str(settings.TEMPORAL_UI_PORT),
-        "--db-filename", str(DATA_DIR / "temporal.db"),
+        "--db-filename", str(settings.DATA_DIR / "temporal.db"),
         "--namespace", settings.TEMPORAL_NAMESPACE,
         "--log-level", "warn",
         *dev_server_flags(),
@@ -111,7 +114,7 @@ def main() -> None:
             f"[dev] port(s) {', '.join(map(str, taken))} already in use (another `make dev`?); "
             "stop it or set API_PORT / TEMPORAL_PORT / TEMPORAL_UI_PORT"
         )
-    DATA_DIR.mkdir(exist_ok=True)
+    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -121,7 +124,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    temporal = Supervised("temporal", temporal_argv(settings), log_file=DATA_DIR / "temporal.log")
+    temporal = Supervised("temporal", temporal_argv(settings), log_file=settings.DATA_DIR / "temporal.log")
     worker = Supervised("worker", [sys.executable, "worker.py"])
     api = Supervised(
         "api",

@@ -47,7 +47,8 @@ REQUIRED_SERVICES = (
 # Settings the app cannot run without in the stack: where its database and its Temporal are.
 REQUIRED_APP_SETTINGS = ("DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TASK_QUEUE")
 # Settings whose default is computed (an absolute path, or derived from another setting).
-DERIVED_SETTINGS = ("DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_UI_URL")
+# Defaults computed from other settings or from where the checkout lives.
+DERIVED_SETTINGS = ("DATA_DIR", "DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_UI_URL")
 # Temporal's MySQL visibility store has ten Keyword columns for custom search attributes.
 MAX_KEYWORD_ATTRIBUTES = 10
 # The `--type` names of `temporal operator search-attribute create`.

@@ -6,7 +6,7 @@ from datetime import timedelta
 from core.config import Settings
 from core.ids import new_id
 from core.models import Agent, AgentStatus, CaseStatus, ReturnCase, utcnow
-from core.temporal import RECONCILER_SCHEDULE_ID, ensure_reconciler_schedule
+from core.temporal import ensure_reconciler_schedule, reconciler_schedule_id
 from tests.conftest import Stack
 from tests.helpers import eventually, file_case, get_case, new_team
 from tests.invariants import assert_holding_invariants
@@ -71,7 +71,8 @@ async def test_reconciler_schedule_is_created_and_updated(stack: Stack) -> None:
     )
     await ensure_reconciler_schedule(stack.client, settings)
     await ensure_reconciler_schedule(stack.client, settings.model_copy(update={"RECONCILE_INTERVAL_SECONDS": 3}))
-    handle = stack.client.get_schedule_handle(RECONCILER_SCHEDULE_ID)
+    assert reconciler_schedule_id(settings) == f"{settings.TASK_QUEUE}-reconciler"
+    handle = stack.client.get_schedule_handle(reconciler_schedule_id(settings))
     described = await handle.describe()
     assert described.schedule.spec.intervals[0].every == timedelta(seconds=3)
     await handle.delete()

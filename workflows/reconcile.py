@@ -7,6 +7,7 @@ from temporalio.exceptions import FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cases import CaseActivities, ReconcileInput
+    from core.logging import case_context
     from core.schemas import AgentReservedInput, ReconcileResult, Reservation
     from workflows.policies import DB_RETRY, DB_TIMEOUT
 
@@ -43,4 +44,9 @@ class ReconcileWorkflow:
         try:
             await handle.signal("agent_reserved", AgentReservedInput(agent_id=reservation.agent_id))
         except FailureError as err:
-            workflow.logger.warning("case %s has no running workflow: %s", reservation.case_id, err)
+            workflow.logger.warning(
+                "case %s has no running workflow: %s",
+                reservation.case_id,
+                err,
+                extra=case_context(reservation.case_id, reservation.agent_id),
+            )

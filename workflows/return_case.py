@@ -14,8 +14,9 @@ with workflow.unsafe.imports_passed_through():
         OpenCaseInput,
         ResolveInput,
     )
-    from core import search_attributes as sa
     from core.errors import DomainError
+    from core.logging import case_context
+    from core.metrics import record_case_transition
     from core.models import TERMINAL_STATUSES, CaseStatus
     from core.rules import cancel_refusal, resolve_refusal
     from core.schemas import (
@@ -29,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         ResolveCaseInput,
         ReturnCaseInput,
     )
+    from workflows.case_ui import current_details, search_attribute_updates
     from workflows.policies import DB_RETRY, DB_TIMEOUT
 
 
@@ -67,7 +69,10 @@ class ReturnCaseWorkflow:
     @workflow.run
     async def run(self, input: ReturnCaseInput) -> CasePublic | None:
         try:
-            opened = await workflow.execute_activity_method(
+            # The case's database steps are local activities: each is one short transaction, and running it
+            # inside the workflow task saves the activity task round trips through the server (see
+            # docs/performance.md). They stay idempotent, so a re-run after a lost workflow task is harmless.
+            opened = await workflow.execute_local_activity_method(
                 CaseActivities.open_case,
                 OpenCaseInput(
                     case_id=input.case_id,
@@ -110,7 +115,7 @@ class ReturnCaseWorkflow:
         self._reserved_agent = None
         self._confirming = agent_id
         try:
-            case = await workflow.execute_activity_method(
+            case = await workflow.execute_local_activity_method(
                 CaseActivities.confirm_assignment,
                 ConfirmAssignmentInput(case_id=self._input.case_id, agent_id=agent_id),
                 start_to_close_timeout=DB_TIMEOUT,
@@ -123,7 +128,7 @@ class ReturnCaseWorkflow:
 
     async def _run_resolve(self, request: ResolveCaseInput) -> None:
         try:
-            closed: CloseResult = await workflow.execute_activity_method(
+            closed: CloseResult = await workflow.execute_local_activity_method(
                 CaseActivities.resolve_case,
                 ResolveInput(
                     case_id=self._input.case_id,
@@ -149,7 +154,7 @@ class ReturnCaseWorkflow:
 
     async def _run_cancel(self, request: CancelCaseInput) -> None:
         try:
-            closed: CloseResult = await workflow.execute_activity_method(
+            closed: CloseResult = await workflow.execute_local_activity_method(
                 CaseActivities.cancel_case,
                 CancelInput(case_id=self._input.case_id, reason=request.reason, actor=request.actor),
                 start_to_close_timeout=DB_TIMEOUT,
@@ -183,7 +188,12 @@ class ReturnCaseWorkflow:
             await handle.signal(ReturnCaseWorkflow.agent_reserved, AgentReservedInput(agent_id=reservation.agent_id))
         except FailureError as err:
             # The case workflow is gone; the reconciler repairs the reservation.
-            workflow.logger.warning("could not signal case %s: %s", reservation.case_id, err)
+            workflow.logger.warning(
+                "could not signal case %s: %s",
+                reservation.case_id,
+                err,
+                extra=case_context(reservation.case_id, reservation.agent_id),
+            )
 
     @staticmethod
     def _business_error(err: ActivityError) -> ApplicationError:
@@ -195,21 +205,13 @@ class ReturnCaseWorkflow:
         return self._case is not None and self._case.status in TERMINAL_STATUSES
 
     def _apply(self, case: CasePublic) -> None:
-        """Adopt the database's view of the case, and tell the UI."""
-        self._case = case
+        """Adopt the database's view of the case, and tell the UI and the metrics."""
+        before, self._case = self._case, case
         if case.status == CaseStatus.RESERVED and case.agent_id:
             self._reserved_agent = case.agent_id
-        workflow.upsert_search_attributes(
-            [
-                sa.CASE_STATUS.value_set(case.status.value),
-                sa.AGENT_ID.value_set(case.agent_id) if case.agent_id else sa.AGENT_ID.value_unset(),
-            ]
-        )
-        agent = f"agent `{case.agent_id}`" if case.agent_id else "no agent"
-        workflow.set_current_details(
-            f"**{case.status.value}** with {agent}\n\n"
-            f"filed {case.queued_at.isoformat()} in team `{case.team}`, priority {case.priority.value}"
-        )
+        workflow.upsert_search_attributes(search_attribute_updates(case))
+        workflow.set_current_details(current_details(case))
+        record_case_transition(workflow.metric_meter(), before, case)
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -311,7 +313,11 @@ class ReturnCaseWorkflow:
         if self._refusal_for_resolve(input) is None and self._resolve is None and not self._is_terminal():
             self._resolve = input
         else:
-            workflow.logger.warning("ignored resolve signal from agent %s", input.agent_id)
+            workflow.logger.warning(
+                "ignored resolve signal from agent %s",
+                input.agent_id,
+                extra=case_context(self._input.case_id, self._case.agent_id if self._case else None),
+            )
 
     @workflow.signal
     def request_cancel(self, input: CancelCaseInput) -> None:

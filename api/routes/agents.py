@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import ActorDep, SessionDep, SessionFactoryDep, TemporalClientDep
+from api.errors import error_responses
 from api.notify import notify_case_workflows
 from core import agents as agent_service
 from core.db import run_transaction
@@ -15,19 +16,21 @@ from core.schemas import AgentCreate, AgentPublic, AgentUpdate, Page
 router = APIRouter(prefix="/agents", tags=["agents"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=AgentPublic)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=AgentPublic, responses=error_responses(409, 422, 503)
+)
 async def create_agent(
     body: AgentCreate, session_factory: SessionFactoryDep, client: TemporalClientDep, actor: ActorDep
 ) -> AgentPublic:
     """Add an agent; an available one takes the oldest waiting case of their team at once."""
     change = await run_in_threadpool(
-        run_transaction, session_factory, lambda s: agent_service.create_agent(session=s, data=body)
+        run_transaction, session_factory, lambda s: agent_service.create_agent(session=s, data=body, actor=actor)
     )
     await notify_case_workflows(client, change, actor)
     return AgentPublic.model_validate(change.agent)
 
 
-@router.get("", response_model=Page[AgentPublic])
+@router.get("", response_model=Page[AgentPublic], responses=error_responses(422, 503))
 def read_agents(
     session: SessionDep,
     status: AgentStatus | None = None,
@@ -40,25 +43,29 @@ def read_agents(
     return Page[AgentPublic](items=[AgentPublic.model_validate(a) for a in rows], next_cursor=next_cursor)
 
 
-@router.get("/{agent_id}", response_model=AgentPublic)
+@router.get("/{agent_id}", response_model=AgentPublic, responses=error_responses(404, 422, 503))
 def read_agent(agent_id: str, session: SessionDep) -> AgentPublic:
     """One agent."""
     return AgentPublic.model_validate(agent_service.get_agent(session=session, agent_id=agent_id))
 
 
-@router.patch("/{agent_id}", response_model=AgentPublic)
+@router.patch("/{agent_id}", response_model=AgentPublic, responses=error_responses(404, 409, 422, 503))
 async def update_agent(
     agent_id: str, body: AgentUpdate, session_factory: SessionFactoryDep, client: TemporalClientDep, actor: ActorDep
 ) -> AgentPublic:
     """Edit name, email, status or team; becoming available hands the agent the next waiting case."""
     change = await run_in_threadpool(
-        run_transaction, session_factory, lambda s: agent_service.update_agent(session=s, agent_id=agent_id, data=body)
+        run_transaction,
+        session_factory,
+        lambda s: agent_service.update_agent(session=s, agent_id=agent_id, data=body, actor=actor),
     )
     await notify_case_workflows(client, change, actor)
     return AgentPublic.model_validate(change.agent)
 
 
-@router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{agent_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404, 422, 503)
+)
 async def delete_agent(
     agent_id: str, session_factory: SessionFactoryDep, client: TemporalClientDep, actor: ActorDep
 ) -> Response:

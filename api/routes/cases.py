@@ -1,8 +1,10 @@
 """Cases: file, read, list, resolve, cancel, history."""
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -22,7 +24,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import ActorDep, SessionDep, SettingsDep, TemporalClientDep
-from api.errors import domain_error_from_update, temporal_outage
+from api.errors import domain_error_from_update, error_responses, temporal_outage
 from core import cases as case_service
 from core import search_attributes as sa
 from core.config import Settings
@@ -59,6 +61,25 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 
 def _rpc_timeout(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.TEMPORAL_RPC_TIMEOUT_SECONDS)
+
+
+T = TypeVar("T")
+# Temporal aborts an update whose workflow task failed on the server (routinely: UnhandledCommand, when
+# a signal lands while the workflow completes) with FAILED_PRECONDITION "WorkflowNotReady"; the next
+# workflow task takes a new update. Ours are all idempotent, so they are sent again before any 503.
+ABORTED_UPDATE_RETRY_DELAYS = (0.1, 0.3, 1.0)
+
+
+async def _send_update(send: Callable[[], Awaitable[T]]) -> T:
+    """Send an update, again if Temporal aborted it because the workflow task failed."""
+    for delay in ABORTED_UPDATE_RETRY_DELAYS:
+        try:
+            return await send()
+        except RPCError as err:
+            if err.status != RPCStatusCode.FAILED_PRECONDITION:
+                raise
+            await asyncio.sleep(delay)
+    return await send()
 
 
 def _read_case(session: Session, case_id: str) -> CasePublic:
@@ -101,7 +122,10 @@ def _existing_for_key(session: Session, key: str, data: CaseCreate) -> CasePubli
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=CasePublic,
-    responses={200: {"model": CasePublic, "description": "A repeat of an earlier filing (same Idempotency-Key)"}},
+    responses={
+        200: {"model": CasePublic, "description": "A repeat of an earlier filing (same Idempotency-Key)"},
+        **error_responses(409, 422, 503),
+    },
 )
 async def create_case(
     body: CaseCreate,
@@ -125,32 +149,41 @@ async def create_case(
     session.close()  # release the connection before the long Temporal round trip
 
     workflow_id = workflow_id_for_case(case_id)
-    start = WithStartWorkflowOperation(
-        ReturnCaseWorkflow.run,
-        ReturnCaseInput(case_id=case_id, case=body, filed_at=utcnow(), actor=actor, idempotency_key=idempotency_key),
-        id=workflow_id,
-        task_queue=settings.TASK_QUEUE,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(sa.CASE_STATUS, CaseStatus.QUEUED.value),
-                SearchAttributePair(sa.TEAM, body.team),
-                SearchAttributePair(sa.CASE_PRIORITY, body.priority.value),
-                SearchAttributePair(sa.CUSTOMER_EMAIL, body.customer_email),
-                SearchAttributePair(sa.ORDER_ID, body.order_id),
-            ]
-        ),
-        static_summary=_summary(body),
-        static_details=_details(body),
-    )
+    filed_at = utcnow()
+
+    def start() -> WithStartWorkflowOperation[ReturnCaseWorkflow, CasePublic | None]:
+        """The workflow start sent with the `file` update (a fresh one per attempt: the SDK never reuses one)."""
+        return WithStartWorkflowOperation(
+            ReturnCaseWorkflow.run,
+            ReturnCaseInput(
+                case_id=case_id, case=body, filed_at=filed_at, actor=actor, idempotency_key=idempotency_key
+            ),
+            id=workflow_id,
+            task_queue=settings.TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.CASE_STATUS, CaseStatus.QUEUED.value),
+                    SearchAttributePair(sa.TEAM, body.team),
+                    SearchAttributePair(sa.CASE_PRIORITY, body.priority.value),
+                    SearchAttributePair(sa.CUSTOMER_EMAIL, body.customer_email),
+                    SearchAttributePair(sa.ORDER_ID, body.order_id),
+                ]
+            ),
+            static_summary=_summary(body),
+            static_details=_details(body),
+        )
+
     try:
-        result = await client.execute_update_with_start_workflow(
-            ReturnCaseWorkflow.file,
-            FileCaseInput(case=body, idempotency_key=idempotency_key),
-            start_workflow_operation=start,
-            id=f"file-{uuid.uuid4()}",
-            rpc_timeout=_rpc_timeout(settings),
+        result = await _send_update(
+            lambda: client.execute_update_with_start_workflow(
+                ReturnCaseWorkflow.file,
+                FileCaseInput(case=body, idempotency_key=idempotency_key),
+                start_workflow_operation=start(),
+                id=f"file-{uuid.uuid4()}",
+                rpc_timeout=_rpc_timeout(settings),
+            )
         )
     except WorkflowUpdateFailedError as err:
         raise domain_error_from_update(err) from None
@@ -164,13 +197,13 @@ async def create_case(
         response.status_code = status.HTTP_200_OK
         return existing
     except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
-        raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS) from err
+        raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
     if not result.created:
         response.status_code = status.HTTP_200_OK
     return result.case
 
 
-@router.get("", response_model=Page[CasePublic])
+@router.get("", response_model=Page[CasePublic], responses=error_responses(422, 503))
 def read_cases(
     session: SessionDep,
     status: StatusFilter = None,
@@ -193,13 +226,13 @@ def read_cases(
     return Page[CasePublic](items=[case_service.to_public(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{case_id}", response_model=CasePublic)
+@router.get("/{case_id}", response_model=CasePublic, responses=error_responses(404, 422, 503))
 def read_case(case_id: str, session: SessionDep) -> CasePublic:
     """One case."""
     return _read_case(session, case_id)
 
 
-@router.get("/{case_id}/history", response_model=CaseHistory)
+@router.get("/{case_id}/history", response_model=CaseHistory, responses=error_responses(404, 422, 503))
 def read_case_history(case_id: str, session: SessionDep, settings: SettingsDep) -> CaseHistory:
     """Every transition of the case, oldest first, with who did it and a link to its workflow in the Temporal UI."""
     events = case_service.case_history(session=session, case_id=case_id)
@@ -212,7 +245,7 @@ def read_case_history(case_id: str, session: SessionDep, settings: SettingsDep) 
     )
 
 
-@router.post("/{case_id}/resolve", response_model=CasePublic)
+@router.post("/{case_id}/resolve", response_model=CasePublic, responses=error_responses(404, 409, 422, 503))
 async def resolve_case(
     case_id: str, body: CaseResolve, session: SessionDep, client: TemporalClientDep, settings: SettingsDep
 ) -> CasePublic:
@@ -221,25 +254,27 @@ async def resolve_case(
     session.close()
     handle = client.get_workflow_handle_for(ReturnCaseWorkflow.run, workflow_id_for_case(case_id))
     try:
-        return await handle.execute_update(
-            ReturnCaseWorkflow.resolve,
-            ResolveCaseInput(agent_id=body.agent_id, resolution=body.resolution),
-            rpc_timeout=_rpc_timeout(settings),
+        return await _send_update(
+            lambda: handle.execute_update(
+                ReturnCaseWorkflow.resolve,
+                ResolveCaseInput(agent_id=body.agent_id, resolution=body.resolution),
+                rpc_timeout=_rpc_timeout(settings),
+            )
         )
     except WorkflowUpdateFailedError as err:
         raise domain_error_from_update(err) from None
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
-            raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS) from err
+            raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
     except WorkflowUpdateRPCTimeoutOrCancelledError as err:
-        raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS) from err
+        raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
     # The workflow has closed: answer a repeat from the record, refuse anything else.
     case = await run_in_threadpool(_read_case, session, case_id)
     _raise_if_refused(resolve_refusal(case, body.agent_id))
     return case
 
 
-@router.post("/{case_id}/cancel", response_model=CasePublic)
+@router.post("/{case_id}/cancel", response_model=CasePublic, responses=error_responses(404, 409, 422, 503))
 async def cancel_case(
     case_id: str,
     session: SessionDep,
@@ -253,18 +288,20 @@ async def cancel_case(
     session.close()
     handle = client.get_workflow_handle_for(ReturnCaseWorkflow.run, workflow_id_for_case(case_id))
     try:
-        return await handle.execute_update(
-            ReturnCaseWorkflow.cancel,
-            CancelCaseInput(reason=body.reason if body else None, actor=actor),
-            rpc_timeout=_rpc_timeout(settings),
+        return await _send_update(
+            lambda: handle.execute_update(
+                ReturnCaseWorkflow.cancel,
+                CancelCaseInput(reason=body.reason if body else None, actor=actor),
+                rpc_timeout=_rpc_timeout(settings),
+            )
         )
     except WorkflowUpdateFailedError as err:
         raise domain_error_from_update(err) from None
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
-            raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS) from err
+            raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
     except WorkflowUpdateRPCTimeoutOrCancelledError as err:
-        raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS) from err
+        raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
     case = await run_in_threadpool(_read_case, session, case_id)
     _raise_if_refused(cancel_refusal(case))
     return case

@@ -4,6 +4,7 @@ from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, SessionFactoryDep
+from api.errors import error_responses
 from core import teams as team_service
 from core.db import run_transaction
 from core.schemas import Page, QueueOverview, TeamCreate, TeamPublic, TeamWithQueue
@@ -11,7 +12,12 @@ from core.schemas import Page, QueueOverview, TeamCreate, TeamPublic, TeamWithQu
 router = APIRouter(tags=["teams"])
 
 
-@router.post("/teams", status_code=status.HTTP_201_CREATED, response_model=TeamPublic)
+@router.post(
+    "/teams",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TeamPublic,
+    responses=error_responses(409, 422, 503),
+)
 async def create_team(body: TeamCreate, session_factory: SessionFactoryDep) -> TeamPublic:
     """Create a routing group."""
     team = await run_in_threadpool(
@@ -20,7 +26,7 @@ async def create_team(body: TeamCreate, session_factory: SessionFactoryDep) -> T
     return TeamPublic.model_validate(team)
 
 
-@router.get("/teams", response_model=Page[TeamWithQueue])
+@router.get("/teams", response_model=Page[TeamWithQueue], responses=error_responses(503))
 def read_teams(session: SessionDep) -> Page[TeamWithQueue]:
     """Every team with its queue figures."""
     teams = team_service.list_teams(session=session)
@@ -30,7 +36,7 @@ def read_teams(session: SessionDep) -> Page[TeamWithQueue]:
     )
 
 
-@router.get("/queue", response_model=QueueOverview)
+@router.get("/queue", response_model=QueueOverview, responses=error_responses(503))
 def read_queue(session: SessionDep) -> QueueOverview:
     """Per team: waiting cases, oldest wait, next case in line, and available/busy/away agents."""
     return QueueOverview(teams=team_service.queue_figures(session=session))
