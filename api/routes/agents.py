@@ -63,9 +63,7 @@ async def update_agent(
     return AgentPublic.model_validate(change.agent)
 
 
-@router.delete(
-    "/{agent_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404, 422, 503)
-)
+@router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404, 422, 503))
 async def delete_agent(
     agent_id: str, session_factory: SessionFactoryDep, client: TemporalClientDep, actor: ActorDep
 ) -> Response:
