@@ -47,6 +47,7 @@ class ValidationErrorBody(ErrorBody):
 
 
 _RESPONSES: dict[int, tuple[type[BaseModel], str]] = {
+    400: (ErrorBody, "The body could not be read (not UTF-8)"),
     404: (ErrorBody, "No such id"),
     409: (ConflictBody, "Refused: the transition is not allowed, or the data clashes with existing data"),
     422: (ValidationErrorBody, "Malformed input, naming each wrong field"),

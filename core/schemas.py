@@ -3,21 +3,49 @@
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from core.models import AgentStatus, CasePriority, CaseStatus
 
-Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Text100 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# Text fields are checked as sent, then trimmed (and emails lowercased), so that the OpenAPI document
+# promises exactly what validation accepts: a length or pattern checked after trimming cannot be written
+# down in the document. Whitespace is spelled out because `\s` differs between pydantic's regex engine
+# and the document's (ECMA) one, for U+0085 and U+FEFF.
+SPACE_CHARS = (
+    "\t\n\v\f\r \x1c\x1d\x1e\x1f\x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+SPACE = r"\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_BLANK = rf"[^{SPACE}]"
+EMAIL_MAX = 320
+
+
+def _trim(value: str) -> str:
+    return value.strip(SPACE_CHARS)
+
+
+def _trim_lower(value: str) -> str:
+    lowered = value.strip(SPACE_CHARS).lower()
+    if len(lowered) > EMAIL_MAX:  # a few characters lowercase into two
+        raise ValueError(f"longer than {EMAIL_MAX} characters once lowercased")
+    return lowered
+
+
+Trim = AfterValidator(_trim)
+TrimLower = AfterValidator(_trim_lower)
+Text200 = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NOT_BLANK), Trim]
+Text100 = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NOT_BLANK), Trim]
+Text500 = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=NOT_BLANK), Trim]
 TeamName = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$"),
+    str, StringConstraints(min_length=1, max_length=64, pattern=rf"^[{SPACE}]*[a-z0-9][a-z0-9_-]*[{SPACE}]*$"), Trim
 ]
 Email = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, to_lower=True, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    StringConstraints(max_length=EMAIL_MAX, pattern=rf"^[{SPACE}]*[^@{SPACE}]+@[^@{SPACE}]+\.[^@{SPACE}]+[{SPACE}]*$"),
+    TrimLower,
 ]
-Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)]
+Note = Annotated[str, StringConstraints(max_length=5000), Trim]
 
 T = TypeVar("T")
 
@@ -97,7 +125,7 @@ class CaseCreate(Schema):
     order_id: Text100
     product_sku: Text100
     product_name: Text200
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    reason: Text500
     description: Note | None = None
     priority: CasePriority = CasePriority.NORMAL
     team: TeamName = "returns"
@@ -128,7 +156,7 @@ class CasePublic(Schema):
 
 class CaseResolve(Schema):
     model_config = ConfigDict(extra="forbid")
-    agent_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+    agent_id: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=NOT_BLANK), Trim]
     resolution: Note | None = None
 
 

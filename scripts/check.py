@@ -72,7 +72,7 @@ def main() -> int:
             stmt = select(ReturnCase.status, func.count()).group_by(ReturnCase.status)
             if args.team:
                 stmt = stmt.where(ReturnCase.team.in_(args.team))
-            counts = dict(session.execute(stmt).tuples().all())
+            counts: dict[str, int] = {row[0]: row[1] for row in session.execute(stmt)}
         violations = check_database(
             session_factory,
             idle_grace=timedelta(seconds=args.idle_grace),

@@ -85,11 +85,9 @@ class ReturnCaseWorkflow:
                 retry_policy=DB_RETRY,
                 summary="file the case and look for a free agent",
             )
-        except ActivityError as err:
-            if not isinstance(err.cause, ApplicationError):
-                raise
+        except (ActivityError, ApplicationError) as err:
             # The filing was refused (e.g. the order line already has an open case): no case exists.
-            self._rejection = err.cause
+            self._rejection = self._business_error(err)
             await workflow.wait_condition(workflow.all_handlers_finished)
             return None
         self._apply(opened.case)
@@ -140,7 +138,7 @@ class ReturnCaseWorkflow:
                 retry_policy=DB_RETRY,
                 summary=f"resolve for agent {request.agent_id} and hand them the next case",
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             # The database refused (our view was stale, e.g. the agent was removed): learn the truth.
             self._resolve_error = self._business_error(err)
             await self._confirm(None)
@@ -161,7 +159,7 @@ class ReturnCaseWorkflow:
                 retry_policy=DB_RETRY,
                 summary="cancel, free the agent and hand them the next case",
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             self._cancel_error = self._business_error(err)
             await self._confirm(None)
         else:
@@ -196,9 +194,16 @@ class ReturnCaseWorkflow:
             )
 
     @staticmethod
-    def _business_error(err: ActivityError) -> ApplicationError:
-        if isinstance(err.cause, ApplicationError) and err.cause.non_retryable:
-            return err.cause
+    def _business_error(err: ActivityError | ApplicationError) -> ApplicationError:
+        """The refusal a failed database step carries; anything else propagates.
+
+        A local activity's failure reaches the workflow as the ApplicationError itself (temporalio 1.35),
+        a regular activity's as an ActivityError caused by it: both must be caught, or a refusal fails the
+        whole case workflow and leaves its case open for ever.
+        """
+        cause = err.cause if isinstance(err, ActivityError) else err
+        if isinstance(cause, ApplicationError) and cause.non_retryable:
+            return cause
         raise err
 
     def _is_terminal(self) -> bool:

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/agents", tags=["agents"])
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=AgentPublic, responses=error_responses(409, 422, 503)
+    "", status_code=status.HTTP_201_CREATED, response_model=AgentPublic, responses=error_responses(400, 409, 422, 503)
 )
 async def create_agent(
     body: AgentCreate, session_factory: SessionFactoryDep, client: TemporalClientDep, actor: ActorDep
@@ -49,7 +49,7 @@ def read_agent(agent_id: str, session: SessionDep) -> AgentPublic:
     return AgentPublic.model_validate(agent_service.get_agent(session=session, agent_id=agent_id))
 
 
-@router.patch("/{agent_id}", response_model=AgentPublic, responses=error_responses(404, 409, 422, 503))
+@router.patch("/{agent_id}", response_model=AgentPublic, responses=error_responses(400, 404, 409, 422, 503))
 async def update_agent(
     agent_id: str, body: AgentUpdate, session_factory: SessionFactoryDep, client: TemporalClientDep, actor: ActorDep
 ) -> AgentPublic:

@@ -124,7 +124,7 @@ def _existing_for_key(session: Session, key: str, data: CaseCreate) -> CasePubli
     response_model=CasePublic,
     responses={
         200: {"model": CasePublic, "description": "A repeat of an earlier filing (same Idempotency-Key)"},
-        **error_responses(409, 422, 503),
+        **error_responses(400, 409, 422, 503),
     },
 )
 async def create_case(
@@ -245,7 +245,7 @@ def read_case_history(case_id: str, session: SessionDep, settings: SettingsDep) 
     )
 
 
-@router.post("/{case_id}/resolve", response_model=CasePublic, responses=error_responses(404, 409, 422, 503))
+@router.post("/{case_id}/resolve", response_model=CasePublic, responses=error_responses(400, 404, 409, 422, 503))
 async def resolve_case(
     case_id: str, body: CaseResolve, session: SessionDep, client: TemporalClientDep, settings: SettingsDep
 ) -> CasePublic:
@@ -274,7 +274,7 @@ async def resolve_case(
     return case
 
 
-@router.post("/{case_id}/cancel", response_model=CasePublic, responses=error_responses(404, 409, 422, 503))
+@router.post("/{case_id}/cancel", response_model=CasePublic, responses=error_responses(400, 404, 409, 422, 503))
 async def cancel_case(
     case_id: str,
     session: SessionDep,

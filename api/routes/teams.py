@@ -16,7 +16,7 @@ router = APIRouter(tags=["teams"])
     "/teams",
     status_code=status.HTTP_201_CREATED,
     response_model=TeamPublic,
-    responses=error_responses(409, 422, 503),
+    responses=error_responses(400, 409, 422, 503),
 )
 async def create_team(body: TeamCreate, session_factory: SessionFactoryDep) -> TeamPublic:
     """Create a routing group."""
