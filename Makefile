@@ -37,7 +37,7 @@ $(VENV)/.bench-installed: $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-bench: $(VENV)/.bench-installed  ## own stack on :7333/:8333/:8033 + DB returns_bench vs bare Temporal (~15 min; BENCH_SCALE=0.1 quick)
+bench: $(VENV)/.bench-installed  ## own stack on :7333/:8333/:8033 + DB returns_bench vs bare Temporal (~15-20 min; BENCH_SCALE=0.1 quick); docs/performance.md
 	$(BIN)/python -m bench
 
 clean:

@@ -1,0 +1,1 @@
+"""`make bench`: the service against a bare Temporal workflow of the same shape, on one server."""
