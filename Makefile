@@ -17,7 +17,7 @@ dev: $(STAMP)  ## Temporal dev server + UI, worker, API; Ctrl-C stops everything
 	$(BIN)/python scripts/dev.py
 
 test: lint  ## lint, then the suite against a real Temporal dev server, MariaDB/MySQL and SQLite
-	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python scripts/run_tests.py -m "not slow"
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python scripts/run_tests.py -m "not slow" --tb=native
 
 stress: $(STAMP)  ## the long runs (pytest -m slow): the full-size stress test and the long fault runs
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python scripts/run_tests.py -m slow -v
