@@ -10,7 +10,9 @@ from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from temporalio.client import (
+    Client,
     WithStartWorkflowOperation,
+    WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -250,28 +252,18 @@ async def resolve_case(
     case_id: str, body: CaseResolve, session: SessionDep, client: TemporalClientDep, settings: SettingsDep
 ) -> CasePublic:
     """Resolve the case; only its assignee may. The agent is freed and takes the next waiting case."""
-    await run_in_threadpool(_read_case, session, case_id)  # 404 for an unknown case
-    session.close()
-    handle = client.get_workflow_handle_for(ReturnCaseWorkflow.run, workflow_id_for_case(case_id))
-    try:
-        return await _send_update(
-            lambda: handle.execute_update(
-                ReturnCaseWorkflow.resolve,
-                ResolveCaseInput(agent_id=body.agent_id, resolution=body.resolution),
-                rpc_timeout=_rpc_timeout(settings),
-            )
-        )
-    except WorkflowUpdateFailedError as err:
-        raise domain_error_from_update(err) from None
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
-    except WorkflowUpdateRPCTimeoutOrCancelledError as err:
-        raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
-    # The workflow has closed: answer a repeat from the record, refuse anything else.
-    case = await run_in_threadpool(_read_case, session, case_id)
-    _raise_if_refused(resolve_refusal(case, body.agent_id))
-    return case
+    return await _update_case(
+        case_id,
+        session,
+        client,
+        settings,
+        send=lambda handle: handle.execute_update(
+            ReturnCaseWorkflow.resolve,
+            ResolveCaseInput(agent_id=body.agent_id, resolution=body.resolution),
+            rpc_timeout=_rpc_timeout(settings),
+        ),
+        refusal=lambda case: resolve_refusal(case, body.agent_id),
+    )
 
 
 @router.post("/{case_id}/cancel", response_model=CasePublic, responses=error_responses(400, 404, 409, 422, 503))
@@ -284,17 +276,36 @@ async def cancel_case(
     body: CaseCancel | None = None,
 ) -> CasePublic:
     """Cancel the case wherever it stands; a holding agent is freed and takes the next waiting case."""
-    await run_in_threadpool(_read_case, session, case_id)
+    return await _update_case(
+        case_id,
+        session,
+        client,
+        settings,
+        send=lambda handle: handle.execute_update(
+            ReturnCaseWorkflow.cancel,
+            CancelCaseInput(reason=body.reason if body else None, actor=actor),
+            rpc_timeout=_rpc_timeout(settings),
+        ),
+        refusal=cancel_refusal,
+    )
+
+
+async def _update_case(
+    case_id: str,
+    session: Session,
+    client: Client,
+    settings: Settings,
+    *,
+    send: Callable[[WorkflowHandle[ReturnCaseWorkflow, CasePublic | None]], Awaitable[CasePublic]],
+    refusal: Callable[[CasePublic], DomainError | None],
+) -> CasePublic:
+    """Send an update to the case's workflow; once the workflow has closed, answer a repeat from the record
+    and refuse anything else by the same rule."""
+    await run_in_threadpool(_read_case, session, case_id)  # 404 for an unknown case
     session.close()
     handle = client.get_workflow_handle_for(ReturnCaseWorkflow.run, workflow_id_for_case(case_id))
     try:
-        return await _send_update(
-            lambda: handle.execute_update(
-                ReturnCaseWorkflow.cancel,
-                CancelCaseInput(reason=body.reason if body else None, actor=actor),
-                rpc_timeout=_rpc_timeout(settings),
-            )
-        )
+        return await _send_update(lambda: send(handle))
     except WorkflowUpdateFailedError as err:
         raise domain_error_from_update(err) from None
     except RPCError as err:
@@ -303,7 +314,7 @@ async def cancel_case(
     except WorkflowUpdateRPCTimeoutOrCancelledError as err:
         raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
     case = await run_in_threadpool(_read_case, session, case_id)
-    _raise_if_refused(cancel_refusal(case))
+    _raise_if_refused(refusal(case))
     return case
 
 
