@@ -11,7 +11,9 @@ from core.dispatch import dispatch, lock_teams
 from core.errors import AgentNotFound, ConcurrentChange, EmailInUse
 from core.ids import new_id
 from core.models import Agent, AgentEvent, AgentStatus, ReturnCase, utcnow
+from core.outbox import buffer_event
 from core.schemas import AgentCreate, AgentUpdate, Reservation
+from core.views import agent_public
 
 
 @dataclass
@@ -27,8 +29,9 @@ def record_agent_event(
     *, session: Session, agent: Agent, type: str, actor: str, changes: dict[str, list[object]] | None = None
 ) -> None:
     """Append the agent's state after a change the caller just made (call it with the team locks held)."""
-    session.add(
-        AgentEvent(
+    buffer_event(
+        session=session,
+        row=AgentEvent(
             agent_id=agent.id,
             at=utcnow(),
             type=type,
@@ -38,7 +41,8 @@ def record_agent_event(
             removed=agent.deleted_at is not None,
             available_since=agent.available_since,
             data=changes or {},
-        )
+            snapshot=agent_public(agent).model_dump(mode="json"),
+        ),
     )
 
 

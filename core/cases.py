@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from core.dispatch import dispatch, lock_teams, record_event
 from core.errors import CaseNotFound, ConcurrentChange, DuplicateOpenCase, IdempotencyKeyReused, Invalid
-from core.ids import workflow_id_for_case
 from core.models import (
     PRIORITY_RANK,
     TERMINAL_STATUSES,
@@ -21,7 +20,8 @@ from core.models import (
     utcnow,
 )
 from core.rules import cancel_refusal, resolve_refusal
-from core.schemas import CaseCreate, CasePublic, Reservation
+from core.schemas import CaseCreate, Reservation
+from core.views import to_public as to_public  # re-exported: callers read cases through here
 
 ACTIVE = "active"
 
@@ -29,16 +29,6 @@ ACTIVE = "active"
 def open_order_line(order_id: str, product_sku: str) -> str:
     """The key that makes one open case per order line unique."""
     return f"{order_id}\x1f{product_sku}"
-
-
-def to_public(case: ReturnCase) -> CasePublic:
-    """The API and workflow view of a case row."""
-    return CasePublic.model_validate(
-        {
-            **{c: getattr(case, c) for c in CasePublic.model_fields if c != "workflow_id"},
-            "workflow_id": workflow_id_for_case(case.id),
-        }
-    )
 
 
 def matches_request(case: ReturnCase, data: CaseCreate) -> bool:

@@ -8,7 +8,9 @@ from sqlalchemy.orm import Session
 
 from core.errors import UnknownTeam
 from core.models import Agent, AgentStatus, CaseEvent, CaseStatus, ReturnCase, Team, utcnow
+from core.outbox import buffer_event
 from core.schemas import Reservation
+from core.views import to_public
 
 # Pairs made per round; dispatch loops until agents or cases run out.
 DISPATCH_BATCH = 50
@@ -37,9 +39,14 @@ def record_event(
     at: datetime | None = None,
     **data: object,
 ) -> None:
-    """Append one history row for a transition the caller just made to `case`: who made it (`actor`) and why."""
-    session.add(
-        CaseEvent(
+    """Append one history row for a transition the caller just made to `case`: who made it (`actor`) and why.
+
+    The row carries the case as it stands now (a filing records `filed`, `reserved` and `assigned` in one
+    transaction, each with its own state); it gets its id and is inserted when the transaction commits.
+    """
+    buffer_event(
+        session=session,
+        row=CaseEvent(
             case_id=case.id,
             at=at or utcnow(),
             type=type,
@@ -48,7 +55,8 @@ def record_event(
             to_status=case.status,
             agent_id=agent_id,
             data={**data, "reason": reason},
-        )
+            snapshot=to_public(case).model_dump(mode="json"),
+        ),
     )
 
 
