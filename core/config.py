@@ -36,6 +36,21 @@ class Settings(BaseSettings):
     TEMPORAL_RPC_TIMEOUT_SECONDS: float = 10.0
     METRICS_PORT: int = 0
     LOG_LEVEL: str = "INFO"
+    # Keys the webhook signing secrets are encrypted with (and, with issue 9, the sign-in tokens).
+    SECRET_KEY: str = ""
+    # How often the API's event reader and each webhook delivery poll the outbox.
+    EVENT_POLL_INTERVAL_SECONDS: float = 0.15
+    # Events one stream subscriber may fall behind by before its stream is closed (it resumes by Last-Event-ID).
+    EVENT_SUBSCRIBER_QUEUE_SIZE: int = 1000
+    # Allow webhook URLs on private, loopback and link-local addresses, and plain http to them.
+    WEBHOOK_ALLOW_PRIVATE_URLS: bool = False
+    # One delivery request, connect to last byte read.
+    WEBHOOK_TIMEOUT_SECONDS: float = 10.0
+    # Retries of a failing delivery: first interval, growing x2 up to the maximum interval, for the window;
+    # an endpoint still failing after the window is disabled.
+    WEBHOOK_RETRY_INITIAL_SECONDS: float = 5.0
+    WEBHOOK_RETRY_MAX_INTERVAL_SECONDS: float = 3600.0
+    WEBHOOK_RETRY_WINDOW_SECONDS: float = 90000.0
 
     @model_validator(mode="after")
     def _derive_temporal_urls(self) -> "Settings":

@@ -37,6 +37,13 @@ class AgentNotFound(NotFound): ...
 class CaseNotFound(NotFound): ...
 
 
+class WebhookNotFound(NotFound): ...
+
+
+class UnknownEventType(Invalid):
+    """A filter or a webhook names an event type that does not exist."""
+
+
 class UnknownTeam(Invalid):
     """A request names a team that does not exist (a field error, so 422)."""
 

@@ -260,7 +260,10 @@ class WebhookDelivery(Base):
     """One attempt to deliver one event (or a test ping) to one endpoint."""
 
     __tablename__ = "webhook_delivery"
-    __table_args__ = (Index("ix_webhook_delivery_endpoint_id_id", "endpoint_id", "id"),)
+    __table_args__ = (
+        Index("ix_webhook_delivery_endpoint_id_id", "endpoint_id", "id"),
+        Index("ix_webhook_delivery_endpoint_id_event_id", "endpoint_id", "event_id"),
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True

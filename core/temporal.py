@@ -68,3 +68,43 @@ async def ensure_reconciler_schedule(client: Client, settings: Settings) -> None
             return ScheduleUpdate(schedule=schedule)
 
         await client.get_schedule_handle(reconciler_schedule_id(settings)).update(_replace)
+
+
+async def start_webhook_delivery(client: Client, settings: Settings, endpoint_id: str) -> None:
+    """Start the endpoint's delivery workflow, unless it is running already."""
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+    from workflows.webhook_delivery import WebhookDeliveryInput, WebhookDeliveryWorkflow, workflow_id_for_webhook
+
+    await client.start_workflow(
+        WebhookDeliveryWorkflow.run,
+        WebhookDeliveryInput(
+            endpoint_id=endpoint_id,
+            retry_initial_seconds=settings.WEBHOOK_RETRY_INITIAL_SECONDS,
+            retry_max_interval_seconds=settings.WEBHOOK_RETRY_MAX_INTERVAL_SECONDS,
+        ),
+        id=workflow_id_for_webhook(endpoint_id),
+        task_queue=settings.TASK_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        static_summary=f"webhook deliveries to endpoint {endpoint_id}",
+    )
+
+
+async def stop_webhook_delivery(client: Client, endpoint_id: str) -> None:
+    """Ask the endpoint's delivery workflow to stop now (it would also stop at its next look at the endpoint)."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from workflows.webhook_delivery import workflow_id_for_webhook
+
+    try:
+        await client.get_workflow_handle(workflow_id_for_webhook(endpoint_id)).cancel()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+
+
+async def ensure_webhook_deliveries(client: Client, settings: Settings, endpoint_ids: list[str]) -> None:
+    """Start the delivery workflow of every enabled endpoint that has none running (after a lost start)."""
+    for endpoint_id in endpoint_ids:
+        await start_webhook_delivery(client, settings, endpoint_id)

@@ -24,14 +24,14 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.cases import CaseActivities
 from api.main import create_app
 from core.config import PROJECT_ROOT, Settings
 from core.db import make_engine, make_session_factory
 from core.search_attributes import ALL_SEARCH_ATTRIBUTES
-from worker import build_worker
+from worker import all_activities, build_worker
 
 DEFAULT_TEST_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/returns_test"
+TEST_SECRET_KEY = "test-secret-key-0123456789abcdef0123456789abcdef"
 
 
 def temporal_cli() -> str:
@@ -116,6 +116,10 @@ async def start_stack(
         TASK_QUEUE=f"tq-{uuid.uuid4()}",
         TEMPORAL_RPC_TIMEOUT_SECONDS=20,
         ACTIVITY_THREADS=16,
+        SECRET_KEY=TEST_SECRET_KEY,
+        WEBHOOK_ALLOW_PRIVATE_URLS=True,
+        WEBHOOK_RETRY_INITIAL_SECONDS=0.2,
+        WEBHOOK_RETRY_MAX_INTERVAL_SECONDS=1.0,
     )
     engine = make_engine(url, pool_size=16)
     session_factory = make_session_factory(engine)
@@ -128,7 +132,7 @@ async def start_stack(
                 yield stack
             else:
                 with ThreadPoolExecutor(max_workers=settings.ACTIVITY_THREADS) as executor:
-                    worker = build_worker(env.client, settings, CaseActivities(session_factory).all(), executor)
+                    worker = build_worker(env.client, settings, all_activities(session_factory, settings), executor)
                     async with worker:
                         yield stack
     engine.dispose()

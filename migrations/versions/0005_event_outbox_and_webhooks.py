@@ -110,6 +110,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("webhook_delivery", schema=None) as batch_op:
         batch_op.create_index("ix_webhook_delivery_endpoint_id_id", ["endpoint_id", "id"], unique=False)
+        batch_op.create_index("ix_webhook_delivery_endpoint_id_event_id", ["endpoint_id", "event_id"], unique=False)
 
 
 def downgrade() -> None:
