@@ -71,6 +71,16 @@ class Audience:
     case_view: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     types: frozenset[str] = field(default_factory=frozenset)
 
+    def may_care(self, event: StoredEvent, type: str) -> bool:
+        """A quick first cut, on what cannot change while the stream is open (the team can: `sees` decides)."""
+        if self.types and type not in self.types:
+            return False
+        if self.kind == "customer":
+            return event.subject_id == self.case_id
+        if self.kind in ("service", "agent"):
+            return event.kind in ("case", "agent") if self.kind == "agent" else event.kind == "case"
+        return True
+
     def sees(self, event: StoredEvent, type: str) -> bool:
         """True when this reader may see the event (before the `types` filter)."""
         snapshot = event.snapshot or {}
