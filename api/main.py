@@ -9,6 +9,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.errors import install_error_handlers
+from api.event_hub import EventHub
 from api.metrics import install_metrics
 from api.routes import agents, cases, health, teams
 from core.config import Settings, get_settings
@@ -35,7 +36,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data_converter=pydantic_data_converter,
             lazy=True,
         )
+        app.state.event_hub = EventHub(
+            app.state.session_factory,
+            poll_interval=settings.EVENT_POLL_INTERVAL_SECONDS,
+            queue_size=settings.EVENT_SUBSCRIBER_QUEUE_SIZE,
+        )
+        await app.state.event_hub.start()
         yield
+        await app.state.event_hub.stop()
         engine.dispose()
 
     app = FastAPI(
