@@ -1,10 +1,17 @@
 """The parts of webhook delivery that need no workflow: URL checks, secrets, signing, the capped answer."""
 
 import asyncio
+import ssl
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
 
 from core.crypto import SecretKeyMissing, SecretUnreadable, decrypt_secret, encrypt_secret, new_signing_secret
@@ -162,3 +169,65 @@ async def test_no_redirect_is_followed() -> None:
         )
     server.close()
     assert not outcome.succeeded and outcome.status == 307 and outcome.error == "answered 307"
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for the name `localhost` only (not for 127.0.0.1), and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+async def test_https_goes_to_the_checked_address_with_the_hosts_name_for_tls_and_host(tmp_path: Path) -> None:
+    """The request connects to the address the check resolved (127.0.0.1), yet TLS verifies the certificate
+    for the URL's host name (SNI) and the receiver sees that name in Host: DNS is not asked twice."""
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    seen: dict[str, str] = {}
+
+    def note_sni(_: object, server_name: str | None, __: object) -> None:
+        seen["sni"] = server_name or ""
+
+    server_tls.sni_callback = note_sni
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"host:"):
+                seen["host"] = line.decode().split(":", 1)[1].strip()
+        writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    target = await resolve_webhook_url_async(f"https://localhost:{port}/hook", allow_private=True)
+    assert target.pinned_url() == f"https://{target.address}:{port}/hook"
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    async with httpx.AsyncClient(verify=client_tls, trust_env=False, follow_redirects=False) as client:
+        outcome = await send_signed(
+            client, target, secret=new_signing_secret(), msg_id="7", payload="{}", timeout_seconds=5
+        )
+    server.close()
+    if target.address != "127.0.0.1":
+        pytest.skip("localhost resolves to ::1 first here; the server listens on 127.0.0.1")
+    assert outcome.status == 204, outcome.error
+    assert seen == {"sni": "localhost", "host": f"localhost:{port}"}
