@@ -11,7 +11,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from api.errors import install_error_handlers
 from api.event_hub import EventHub
 from api.metrics import install_metrics
-from api.routes import agents, cases, health, teams
+from api.routes import agents, cases, health, teams, webhooks
 from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory
 from core.logging import configure_logging
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (teams.router, agents.router, cases.router):
+    for router in (teams.router, agents.router, cases.router, webhooks.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)
     install_metrics(app)
