@@ -71,8 +71,9 @@ async def ensure_reconciler_schedule(client: Client, settings: Settings) -> None
 
 
 async def start_webhook_delivery(client: Client, settings: Settings, endpoint_id: str) -> None:
-    """Start the endpoint's delivery workflow, unless it is running already."""
-    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    """Wake the endpoint's delivery workflow, starting it if it is not running (signal-with-start: a run that
+    is just ending because it saw the endpoint disabled takes the signal and goes on)."""
+    from temporalio.common import WorkflowIDReusePolicy
 
     from workflows.webhook_delivery import WebhookDeliveryInput, WebhookDeliveryWorkflow, workflow_id_for_webhook
 
@@ -85,23 +86,10 @@ async def start_webhook_delivery(client: Client, settings: Settings, endpoint_id
         ),
         id=workflow_id_for_webhook(endpoint_id),
         task_queue=settings.TASK_QUEUE,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        start_signal=WebhookDeliveryWorkflow.wake.__name__,
         static_summary=f"webhook deliveries to endpoint {endpoint_id}",
     )
-
-
-async def stop_webhook_delivery(client: Client, endpoint_id: str) -> None:
-    """Ask the endpoint's delivery workflow to stop now (it would also stop at its next look at the endpoint)."""
-    from temporalio.service import RPCError, RPCStatusCode
-
-    from workflows.webhook_delivery import workflow_id_for_webhook
-
-    try:
-        await client.get_workflow_handle(workflow_id_for_webhook(endpoint_id)).cancel()
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise
 
 
 async def ensure_webhook_deliveries(client: Client, settings: Settings, endpoint_ids: list[str]) -> None:

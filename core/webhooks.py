@@ -203,11 +203,12 @@ def record_attempt(
 
 def advance_cursor(*, session: Session, endpoint_id: str, epoch: int, to: int) -> bool:
     """Move the endpoint's cursor forward to `to` and clear its failure record, unless a replay came in
-    since `epoch` was read; returns False then (the caller re-reads)."""
+    since `epoch` was read or the endpoint was disabled or deleted; returns False then (the caller re-reads)."""
     result = session.execute(
         update(WebhookEndpoint)
         .where(
             WebhookEndpoint.id == endpoint_id,
+            WebhookEndpoint.enabled.is_(True),
             WebhookEndpoint.cursor_epoch == epoch,
             WebhookEndpoint.cursor <= to,
         )

@@ -38,11 +38,20 @@ def workflow_id_for_webhook(endpoint_id: str) -> str:
 class WebhookDeliveryWorkflow:
     """Delivers an endpoint's events in id order, one at a time; workflow id `webhook-<endpoint id>`.
 
-    No signals, updates or queries: the endpoint's row in the database is its only input (URL, event types,
-    cursor, enabled), read by the delivery activity on every turn. It ends when the endpoint is disabled or
-    deleted (cancel it to stop at once); it continues as new every ROUNDS_PER_RUN rounds. A failing delivery is
-    the activity's retry: its attempts show on the pending activity, each one also in `webhook_delivery`.
+    Signal: `wake` (sent with every start: the endpoint was created, re-enabled or replayed). No updates or
+    queries: the endpoint's row in the database is its real input (URL, event types, cursor, enabled), read by
+    the delivery activity on every turn. It ends when the endpoint is disabled or deleted, unless a `wake`
+    came in meanwhile; it continues as new every ROUNDS_PER_RUN rounds. A failing delivery is the activity's
+    retry: its attempts show on the pending activity, each one also in `webhook_delivery`.
     """
+
+    def __init__(self) -> None:
+        self._woken = False
+
+    @workflow.signal
+    def wake(self) -> None:
+        """Look at the endpoint again, even if the last look found it disabled."""
+        self._woken = True
 
     @workflow.run
     async def run(self, input: WebhookDeliveryInput) -> WebhookDeliveryResult:
@@ -53,6 +62,7 @@ class WebhookDeliveryWorkflow:
             maximum_attempts=0,
         )
         for _ in range(ROUNDS_PER_RUN):
+            self._woken = False
             result = await workflow.execute_activity_method(
                 WebhookActivities.deliver,
                 DeliverInput(endpoint_id=input.endpoint_id),
@@ -63,7 +73,7 @@ class WebhookDeliveryWorkflow:
                 retry_policy=retry,
                 summary="deliver pending events in id order",
             )
-            if result.stopped:
+            if result.stopped and not self._woken:
                 return WebhookDeliveryResult(endpoint_id=input.endpoint_id, reason=result.reason)
             if workflow.info().is_continue_as_new_suggested():
                 break

@@ -25,7 +25,7 @@ from core.schemas import (
     WebhookTestResult,
     WebhookUpdate,
 )
-from core.temporal import start_webhook_delivery, stop_webhook_delivery
+from core.temporal import start_webhook_delivery
 from core.webhook_sender import SendOutcome, new_http_client, send_signed
 from core.webhook_urls import UnsafeWebhookUrl, resolve_webhook_url, resolve_webhook_url_async
 
@@ -98,28 +98,18 @@ async def update_webhook(
             session=s, endpoint_id=webhook_id, url=url, events=body.events, enabled=body.enabled
         ),
     )
+    # A disabled endpoint's workflow ends by itself at its next look (before its next send).
     if turned_on:
         await _start(client, settings, endpoint.id)
-    elif body.enabled is False:
-        await _stop(client, endpoint.id)
     return webhook_service.webhook_public(endpoint)
 
 
-async def _stop(client: TemporalClientDep, endpoint_id: str) -> None:
-    try:
-        await stop_webhook_delivery(client, endpoint_id)
-    except (RPCError, RuntimeError) as err:
-        # The workflow also stops by itself at its next look at the endpoint.
-        log.warning("webhook %s: could not cancel its delivery workflow now: %s", endpoint_id, err)
-
-
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404, 422, 503))
-async def delete_webhook(webhook_id: str, session_factory: SessionFactoryDep, client: TemporalClientDep) -> Response:
+async def delete_webhook(webhook_id: str, session_factory: SessionFactoryDep) -> Response:
     """Remove an endpoint and its delivery records; nothing more is sent to it."""
     await run_in_threadpool(
         run_transaction, session_factory, lambda s: webhook_service.delete_endpoint(session=s, endpoint_id=webhook_id)
     )
-    await _stop(client, webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
