@@ -158,16 +158,17 @@ async def test_every_event_arrives_signed_and_in_order_through_a_failing_spell(s
     assert_in_order_per_subject(receiver, expected)
     retried = [r for r in receiver.requests if r.status == 500]
     assert retried and {r.webhook_id for r in retried} == {str(expected[0])}, "retries repeat the same webhook-id"
+    # The receiver has answered; the cursor moves right after, in the delivery's own transaction.
+    await until(lambda: endpoint_row(stack, endpoint_id).cursor >= expected[-1], what="the cursor past the last")
+    assert endpoint_row(stack, endpoint_id).failing_since is None
     with stack.session_factory() as session:
         attempts = list(
             session.scalars(
                 select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id).order_by(WebhookDelivery.id)
             )
         )
-        row = session.get(WebhookEndpoint, endpoint_id)
     assert [a.attempt for a in attempts if a.event_id == expected[0]] == list(range(1, len(retried) + 2))
     assert {a.response_code for a in attempts} == {500, 200}
-    assert row is not None and row.cursor >= expected[-1] and row.failing_since is None
     for case_id in cases[2:]:
         traffic.cancel(case_id)
 
