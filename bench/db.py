@@ -43,7 +43,7 @@ R = TypeVar("R")
 TRANSIENT = {1040, 2006, 2013, 1213, 1205}
 
 
-def retrying(method: Callable[P, R]) -> Callable[P, R]:
+def retrying[**P, R](method: Callable[P, R]) -> Callable[P, R]:
     """Retry a read a few times on a transient server error (the MariaDB server is shared with others)."""
 
     @functools.wraps(method)

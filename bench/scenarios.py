@@ -100,7 +100,7 @@ class Api:
         return await self._retrying(functools.partial(self._post, f"/cases/{case_id}/resolve", body), retries)
 
 
-async def bounded(concurrency: int, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+async def bounded[T](concurrency: int, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
     """Run the jobs with at most `concurrency` in flight; results in job order."""
     gate = asyncio.Semaphore(concurrency)
 

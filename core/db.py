@@ -77,7 +77,7 @@ T = TypeVar("T")
 RETRYABLE_MYSQL_ERRORS = (1213, 1205)
 
 
-def run_transaction(session_factory: sessionmaker[Session], work: Callable[[Session], T], attempts: int = 5) -> T:
+def run_transaction[T](session_factory: sessionmaker[Session], work: Callable[[Session], T], attempts: int = 5) -> T:
     """Run `work` in one transaction, retrying it whole on deadlocks and concurrent changes."""
     for attempt in range(1, attempts + 1):
         try:

@@ -1,7 +1,7 @@
 """Pydantic models shared by the HTTP API and the Temporal payloads (one input model per message)."""
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -54,7 +54,7 @@ class Schema(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class Page(Schema, Generic[T]):
+class Page[T](Schema):
     """One page of a list; pass `next_cursor` back as `cursor` for the next page."""
 
     items: list[T]

@@ -61,7 +61,7 @@ async def resolve(api: httpx.AsyncClient, case_id: str, agent_id: str) -> httpx.
     return await api.post(f"{API}/cases/{case_id}/resolve", json={"agent_id": agent_id, "resolution": "refunded"})
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 30.0) -> T:
+async def eventually[T](probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 30.0) -> T:
     """Poll `probe` until `done` holds, or fail with the last value seen."""
     deadline = time.monotonic() + timeout
     while True:

@@ -72,7 +72,7 @@ T = TypeVar("T")
 ABORTED_UPDATE_RETRY_DELAYS = (0.1, 0.3, 1.0)
 
 
-async def _send_update(send: Callable[[], Awaitable[T]]) -> T:
+async def _send_update[T](send: Callable[[], Awaitable[T]]) -> T:
     """Send an update, again if Temporal aborted it because the workflow task failed."""
     for delay in ABORTED_UPDATE_RETRY_DELAYS:
         try:
