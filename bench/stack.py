@@ -13,10 +13,9 @@ from typing import IO
 import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from temporalio.client import Client
 
 from core.config import DATA_DIR, PROJECT_ROOT
-from core.search_attributes import dev_server_flags
+from core.dev_server import dev_server_argv, wait_for_temporal
 
 BIN = Path(sys.executable).parent
 LOG_DIR = DATA_DIR / "bench"
@@ -82,16 +81,11 @@ class Stack:
         cfg = self.config
         host, port = cfg.temporal_address.rsplit(":", 1)
         if not cfg.external:
-            self._spawn(
-                "temporal",
-                [
-                    str(BIN / "temporal"), "server", "start-dev",
-                    "--ip", host, "--port", port, "--ui-port", str(cfg.temporal_ui_port),
-                    "--namespace", "default", "--log-level", "warn",
-                    *dev_server_flags(),
-                ],
-            )  # fmt: skip
-        await wait_for_temporal(cfg.temporal_address)
+            self._spawn("temporal", dev_server_argv(ip=host, port=int(port), ui_port=cfg.temporal_ui_port))
+        try:
+            await wait_for_temporal(cfg.temporal_address)
+        except RuntimeError as err:
+            raise SystemExit(str(err)) from None
         if not cfg.external:
             fresh_database(cfg.database_url, cfg.product_dir)
             env = {
@@ -155,19 +149,6 @@ def fresh_database(url: str, product_dir: Path) -> None:
         capture_output=True,
     )
     say(f"database {parsed.database} dropped, created and migrated")
-
-
-async def wait_for_temporal(address: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client = await Client.connect(address)
-            await client.service_client.check_health()
-            return
-        except Exception as err:  # not up yet, until the deadline
-            if time.monotonic() > deadline:
-                raise SystemExit(f"Temporal did not come up on {address}: {err}") from err
-            await asyncio.sleep(0.5)
 
 
 async def wait_for_ready(api_url: str, stack: Stack, timeout: float = 60) -> None:

@@ -10,8 +10,6 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +24,20 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.errors import install_error_handlers
-from api.main import create_app
 from core.config import Settings
 from core.db import make_engine, make_session_factory, run_transaction
 from tests.conftest import Stack
-from tests.fault_support import (
-    BusyDesk,
-    TemporalDevServer,
-    Traffic,
-    assert_nothing_lost,
-    drop_database,
-    own_database,
-)
+from tests.fault_support import BusyDesk, Traffic, assert_nothing_lost
 from tests.helpers import API, add_agent, case_body, eventually, new_team
-from tests.processes import ServiceProcess, worker_process
+from tests.support import (
+    ServiceProcess,
+    TemporalDevServer,
+    drop_database,
+    in_process_api,
+    own_database,
+    through,
+    worker_process,
+)
 from tests.tcp_proxy import Outage, TcpProxy
 
 
@@ -52,16 +50,6 @@ def api_settings(env: dict[str, str]) -> Settings:
         TEMPORAL_RPC_TIMEOUT_SECONDS=3,
         DB_POOL_SIZE=8,
     )
-
-
-@asynccontextmanager
-async def in_process_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app with its lifespan, called in process."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=120) as api:
-            yield api
 
 
 async def held_case(api: httpx.AsyncClient, team: str) -> tuple[str, str]:
@@ -226,11 +214,6 @@ async def test_temporal_stopped_and_crashed_repeatedly(mysql_url: str, tmp_path:
 
 
 # --- c. the database cut off ------------------------------------------------------------------------
-
-
-def through(proxy: TcpProxy, url: str) -> str:
-    """`url` with its host and port replaced by the proxy's."""
-    return make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
 
 
 async def _assert_database_outage_answers(api: httpx.AsyncClient, team: str, case_id: str, agent_id: str) -> None:

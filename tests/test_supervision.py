@@ -22,7 +22,7 @@ from core.invariants import check_database, find_workflow_violations
 from core.models import CaseEvent, CaseStatus, ReturnCase
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, case_body, new_team
-from tests.processes import ServiceProcess, child_env, free_port, wait_until_ready, worker_process
+from tests.support import child_env, free_port, wait_for_log, wait_until_ready, worker_process
 
 # --- make dev ----------------------------------------------------------------------------------
 
@@ -195,14 +195,6 @@ async def _resolve_everything(api: httpx.AsyncClient, team: str, agent_ids: list
     return resolved
 
 
-def _wait_for_log(process: ServiceProcess, text: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in process.log_text():
-        assert process.alive(), process.log_text()[-3000:]
-        assert time.monotonic() < deadline, f"{process.name} never logged {text!r}:\n{process.log_text()[-3000:]}"
-        time.sleep(0.2)
-
-
 async def _file_retrying(api: httpx.AsyncClient, team: str, n: int) -> int:
     """File a case as a storefront would: with an Idempotency-Key, again after a 503 (the API waits only
     3 s for the workflow here). Returns the final status: 201, or 200 when a retry met the first try."""
@@ -240,7 +232,7 @@ async def test_worker_drains_on_sigterm_and_leaves_nothing_half_written(
     app = create_app(settings)
     try:
         first.start()
-        await asyncio.to_thread(_wait_for_log, first, "worker polling task queue")
+        await asyncio.to_thread(wait_for_log, first, "worker polling task queue")
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as api:

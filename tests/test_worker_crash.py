@@ -12,7 +12,7 @@ from core.config import Settings
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, case_body, eventually, new_team
 from tests.invariants import assert_holding_invariants
-from tests.processes import worker_process
+from tests.support import worker_process
 
 
 async def _resolve_until_done(api: httpx.AsyncClient, case_id: str, agent_id: str) -> None:
