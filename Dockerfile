@@ -36,6 +36,8 @@ COPY core/ core/
 COPY api/ api/
 COPY activities/ activities/
 COPY workflows/ workflows/
+# The invariant checker (make check), run in a container as `python -m ops.check`.
+COPY ops/ ops/
 COPY migrations/ migrations/
 COPY deploy/docker/ deploy/docker/
 # Bytecode compiled at build time (pip did the venv's), since the app user cannot write next to the sources.

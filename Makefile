@@ -37,7 +37,7 @@ migrate: $(STAMP)
 	$(BIN)/alembic upgrade head
 
 check: $(STAMP)  ## look for invariant violations in the running deployment (DATABASE_URL, TEMPORAL_ADDRESS)
-	$(BIN)/python scripts/check.py
+	$(BIN)/python -m ops.check
 
 $(VENV)/.bench-installed: $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

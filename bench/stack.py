@@ -85,7 +85,7 @@ class Stack:
         try:
             await wait_for_temporal(cfg.temporal_address)
         except RuntimeError as err:
-            raise SystemExit(str(err)) from None
+            raise RuntimeError(f"{err} (log in {LOG_DIR / 'temporal.log'})") from None
         if not cfg.external:
             fresh_database(cfg.database_url, cfg.product_dir)
             env = {
@@ -135,19 +135,22 @@ def fresh_database(url: str, product_dir: Path) -> None:
     """Drop, create and migrate the benchmark's own database (never the dev or test one)."""
     parsed = make_url(url)
     if not parsed.database or "bench" not in parsed.database:
-        raise SystemExit(f"refusing to drop {parsed.database!r}: the benchmark's database name must contain 'bench'")
+        raise RuntimeError(f"refusing to drop {parsed.database!r}: the benchmark's database name must contain 'bench'")
     server = create_engine(parsed.set(database=""))
     with server.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS `{parsed.database}`"))
         conn.execute(text(f"CREATE DATABASE `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
     server.dispose()
-    subprocess.run(
+    migration = subprocess.run(
         [str(BIN / "alembic"), "-x", f"url={url}", "upgrade", "head"],
         cwd=product_dir,
         env={**os.environ, "PYTHONPATH": str(product_dir)},
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if migration.returncode != 0:
+        last = (migration.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"migrating {parsed.database} failed: {last}")
     say(f"database {parsed.database} dropped, created and migrated")
 
 
@@ -162,5 +165,5 @@ async def wait_for_ready(api_url: str, stack: Stack, timeout: float = 60) -> Non
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit(f"the API at {api_url} did not become ready in {timeout:g}s")
+                raise RuntimeError(f"the API at {api_url} did not become ready in {timeout:g}s (log in {LOG_DIR})")
             await asyncio.sleep(0.3)

@@ -20,8 +20,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from core.config import Settings
 from core.db import make_engine, make_session_factory
-from core.invariants import find_workflow_violations
 from core.models import CaseEvent, ReturnCase
+from ops.invariants import find_workflow_violations
 from tests.helpers import API, case_body
 from tests.invariants import assert_holding_invariants
 from tests.support import ServiceProcess, TemporalDevServer, drop_database, own_database, worker_process

@@ -12,14 +12,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.ids import new_id
-from core.invariants import (
-    Violation,
-    ViolationKind,
-    check_database,
-    find_violations,
-    find_workflow_violations,
-    snapshot_session,
-)
 from core.models import (
     PRIORITY_RANK,
     Agent,
@@ -31,6 +23,14 @@ from core.models import (
     ReturnCase,
     Team,
     utcnow,
+)
+from ops.invariants import (
+    Violation,
+    ViolationKind,
+    check_database,
+    find_violations,
+    find_workflow_violations,
+    snapshot_session,
 )
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, eventually, file_case, get_case, new_team, resolve

@@ -19,7 +19,7 @@ from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdate
 from temporalio.common import WorkflowIDConflictPolicy
 
 from core.ids import case_id_for_idempotency_key, workflow_id_for_case
-from core.invariants import find_workflow_violations
+from ops.invariants import find_workflow_violations
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, case_body, eventually, file_case, new_team, resolve
 from tests.invariants import assert_holding_invariants

@@ -4,7 +4,7 @@ dev server and MariaDB, driven over HTTP by simulated customers, agents, admins 
 Customers file cases (a fifth of them fire the same Idempotency-Key three times in parallel, at both
 APIs); agents resolve what they hold (some first try a case that is not theirs, some send their resolve
 twice at once); ops cancel cases; admins send agents away and back, move them between teams, and remove
-agents who hold a case. The invariant checker (core/invariants.py) runs every few seconds during the
+agents who hold a case. The invariant checker (ops/invariants.py) runs every few seconds during the
 run and at the end: zero violations, every case terminal, every hand-off in serving order according
 to the case events, and the database agreeing with every workflow.
 
@@ -35,8 +35,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from core.db import make_engine, make_session_factory
-from core.invariants import Violation, check_database, find_workflow_violations
 from core.models import TERMINAL_STATUSES, CaseEvent, ReturnCase
+from ops.invariants import Violation, check_database, find_workflow_violations
 from tests.helpers import API, case_body
 from tests.support import (
     ServiceProcess,

@@ -18,8 +18,8 @@ from sqlalchemy import func, select
 
 from api.main import create_app
 from core.config import PROJECT_ROOT, Settings
-from core.invariants import check_database, find_workflow_violations
 from core.models import CaseEvent, CaseStatus, ReturnCase
+from ops.invariants import check_database, find_workflow_violations
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, case_body, new_team
 from tests.support import child_env, free_port, wait_for_log, wait_until_ready, worker_process
