@@ -87,27 +87,30 @@ async def _outage(stack: Stack, env: dict[str, str], tmp_path: Path, *, minutes:
             queued = [await file_case(api, team) for _ in range(2)]
             assert {c["status"] for c in held} == {"assigned"} and {c["status"] for c in queued} == {"queued"}
 
+            at_cut = {c["workflow_id"]: await _history_length(client, c["workflow_id"]) for c in (*held, *queued)}
             proxy.cut(Outage.REFUSE)
             cut_at = time.monotonic()
-            resolving = client.get_workflow_handle(held[0]["workflow_id"])
-            await resolving.start_update(
-                ReturnCaseWorkflow.resolve,
-                ResolveCaseInput(agent_id=held[0]["agent_id"], resolution="refunded"),
-                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            # Three steps at once: a resolve, a cancel and a filing, each accepted once its workflow task runs.
+            _, _, filed_id = await asyncio.gather(
+                client.get_workflow_handle(held[0]["workflow_id"]).start_update(
+                    ReturnCaseWorkflow.resolve,
+                    ResolveCaseInput(agent_id=held[0]["agent_id"], resolution="refunded"),
+                    wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                ),
+                client.get_workflow_handle(queued[1]["workflow_id"]).start_update(
+                    ReturnCaseWorkflow.cancel,
+                    CancelCaseInput(reason="customer withdrew", actor="test"),
+                    wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                ),
+                _file_during_outage(client, team, task_queue),
             )
-            cancelling = client.get_workflow_handle(queued[1]["workflow_id"])
-            await cancelling.start_update(
-                ReturnCaseWorkflow.cancel,
-                CancelCaseInput(reason="customer withdrew", actor="test"),
-                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-            )
-            filed_id = await _file_during_outage(client, team, task_queue)
             cases = [
-                Sampled("resolve", held[0]["workflow_id"]),
-                Sampled("cancel", queued[1]["workflow_id"]),
-                Sampled("filing", workflow_id_for_case(filed_id)),
+                Sampled("resolve", held[0]["workflow_id"], [(0.0, at_cut[held[0]["workflow_id"]])]),
+                Sampled("cancel", queued[1]["workflow_id"], [(0.0, at_cut[queued[1]["workflow_id"]])]),
+                # Its workflow did not exist before the cut: its first events are the start and the filing.
+                Sampled("filing", workflow_id_for_case(filed_id), [(0.0, 0)]),
             ]
-            idle = Sampled("untouched", held[1]["workflow_id"])
+            idle = Sampled("untouched", held[1]["workflow_id"], [(0.0, at_cut[held[1]["workflow_id"]])])
             outage_seconds = minutes * 60
             while (elapsed := time.monotonic() - cut_at) < outage_seconds:
                 for sampled in [*cases, idle]:
@@ -116,6 +119,16 @@ async def _outage(stack: Stack, env: dict[str, str], tmp_path: Path, *, minutes:
             for sampled in [*cases, idle]:
                 sampled.lengths.append((outage_seconds, await _history_length(client, sampled.workflow_id)))
             assert worker.alive(), worker.log_text()[-3000:]
+            half = outage_seconds / 2
+            for sampled in cases:
+                total = sampled.at(outage_seconds) - sampled.lengths[0][1]
+                per_minute = total / minutes
+                print(  # noqa: T201
+                    f"{sampled.label}: {sampled.lengths[0][1]} events at the cut, {sampled.at(outage_seconds)} after "
+                    f"{minutes:g} min ({per_minute:.1f} events/min of outage); samples {sampled.lengths}"
+                )
+            untouched = f"{idle.lengths[0][1]} -> {idle.at(outage_seconds)}"
+            print(f"untouched case: {untouched}")  # noqa: T201
 
             proxy.heal()
             healed_at = time.monotonic()
@@ -136,7 +149,7 @@ async def _outage(stack: Stack, env: dict[str, str], tmp_path: Path, *, minutes:
                 )
 
             await eventually(recovered, lambda ok: ok, timeout=120)
-            recover_seconds = time.monotonic() - healed_at
+            print(f"recovered {time.monotonic() - healed_at:.1f}s after healing")  # noqa: T201
 
             # Everything completes: the agents resolve what they hold until nothing is open.
             open_ids = [held[1]["id"], queued[0]["id"], filed_id]
@@ -161,16 +174,6 @@ async def _outage(stack: Stack, env: dict[str, str], tmp_path: Path, *, minutes:
     violations = await find_workflow_violations(client=client, session_factory=stack.session_factory, teams=[team])
     assert not violations, "\n".join(str(v) for v in violations)
 
-    half = outage_seconds / 2
-    for sampled in cases:
-        total = sampled.at(outage_seconds) - sampled.lengths[0][1]
-        per_minute = total / minutes
-        print(  # noqa: T201
-            f"{sampled.label}: {sampled.lengths[0][1]} events at the cut, {sampled.at(outage_seconds)} after "
-            f"{minutes:g} min ({per_minute:.1f} events/min of outage); samples {sampled.lengths}"
-        )
-    untouched = f"{idle.lengths[0][1]} -> {idle.at(outage_seconds)}"
-    print(f"untouched case: {untouched}; recovered {recover_seconds:.1f}s after healing")  # noqa: T201
     for sampled in cases:
         # Once the local attempt window has run out, nothing more is written while the outage lasts.
         assert sampled.at(outage_seconds) == sampled.at(half), (sampled.label, sampled.lengths)

@@ -28,6 +28,17 @@ DB_TIMEOUT = timedelta(seconds=ACTIVITY_START_TO_CLOSE_SECONDS)
 # this window the step goes on as a regular activity, whose retries the server keeps without writing
 # history. Long enough to ride out a deadlock, a failover or a worker restart.
 LOCAL_ATTEMPT_WINDOW = timedelta(seconds=25)
+# The window is enforced twice, because the SDK (temporalio 1.35) drops a local activity's
+# schedule-to-close deadline that falls while the activity waits out a retry backoff, as it does when the
+# database refuses at once: so also at most 8 attempts (backoffs 0.2 + 0.4 + ... + 6.4 + 10 s = 22.6 s).
+# A hung database is bounded by the deadline, which does fire while an attempt runs.
+LOCAL_DB_RETRY = RetryPolicy(
+    initial_interval=DB_RETRY.initial_interval,
+    backoff_coefficient=DB_RETRY.backoff_coefficient,
+    maximum_interval=DB_RETRY.maximum_interval,
+    maximum_attempts=8,
+    non_retryable_error_types=DB_RETRY.non_retryable_error_types,
+)
 
 
 async def db_step[S, P, R](activity: Callable[[S, P], R], arg: P, *, summary: str) -> R:
@@ -43,7 +54,7 @@ async def db_step[S, P, R](activity: Callable[[S, P], R], arg: P, *, summary: st
             arg,
             schedule_to_close_timeout=LOCAL_ATTEMPT_WINDOW,
             start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
+            retry_policy=LOCAL_DB_RETRY,
             summary=summary,
         )
     except FailureError as err:
