@@ -21,10 +21,17 @@ from tests.conftest import Stack
 from tests.fault_support import BusyDesk, Traffic, assert_nothing_lost
 from tests.helpers import API, add_agent, case_body, eventually, file_case, new_team
 from tests.invariants import assert_holding_invariants
-from tests.support import in_process_api, through, worker_process
+from tests.support import ServiceProcess, in_process_api, through, worker_process
 from tests.tcp_proxy import TcpProxy
 from workflows.messages import ResolveCaseInput
 from workflows.return_case import ReturnCaseWorkflow
+
+
+def _threads(worker: ServiceProcess) -> int:
+    """How many threads the worker process runs now (activity threads included)."""
+    assert worker.process is not None
+    status = Path(f"/proc/{worker.process.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
 
 
 async def _timed(api: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, float]:
@@ -50,6 +57,7 @@ async def test_hung_database_is_a_quick_503_and_everything_recovers(
             waiting = await file_case(api, team)
             assert (held["status"], waiting["status"]) == ("assigned", "queued")
 
+            threads_before = _threads(worker)
             proxy.hang()
             hung_at = time.monotonic()
             # A resolve caught mid-step: its transaction waits on a database that says nothing.
@@ -82,8 +90,7 @@ async def test_hung_database_is_a_quick_503_and_everything_recovers(
             assert ready.status_code == 503 and "database" in ready.json()["detail"], ready.text
             slowest = max(seconds for _, seconds in answers)
             await asyncio.sleep(max(hang_seconds - (time.monotonic() - hung_at), 0))
-            # The connections the hang caught are given up by their driver timeouts, not kept for ever.
-            held_connections = proxy.open_connections
+            threads_during = _threads(worker)
             assert worker.alive(), worker.log_text()[-3000:]
 
             proxy.heal()
@@ -120,8 +127,8 @@ async def test_hung_database_is_a_quick_503_and_everything_recovers(
     assert not violations, "\n".join(str(v) for v in violations)
     print(  # noqa: T201
         f"hang {hang_seconds:g}s: {len(answers)} requests answered 503, slowest {slowest:.1f}s "
-        f"(API deadline {settings.API_DB_TIMEOUT_SECONDS:g}s); {held_connections} connections still held at the "
-        f"end of the hang; recovered {recovered:.1f}s after healing"
+        f"(API deadline {settings.API_DB_TIMEOUT_SECONDS:g}s); worker threads {threads_before} before the hang, "
+        f"{threads_during} at its end; recovered {recovered:.1f}s after healing"
     )
 
 
