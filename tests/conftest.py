@@ -25,7 +25,7 @@ from core.config import Settings
 from core.db import make_engine, make_session_factory
 from core.dev_server import temporal_cli
 from core.search_attributes import ALL_SEARCH_ATTRIBUTES
-from tests.support import fresh_mysql_database, migrate, stop_reconciler
+from tests.support import fresh_mysql_database, migrate, stop_reconciler, worker_env
 from worker import build_worker
 
 DEFAULT_TEST_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/returns_test"
@@ -132,12 +132,5 @@ async def worker_process_env(mysql_url: str, temporal_env: WorkflowEnvironment) 
     """Environment for a `python worker.py` child process on its own task queue; the reconciler its workers
     start is stopped afterwards."""
     task_queue = f"tq-{uuid.uuid4()}"
-    yield {
-        **os.environ,
-        "DATABASE_URL": mysql_url,
-        "TEMPORAL_ADDRESS": temporal_address(temporal_env),
-        "TASK_QUEUE": task_queue,
-        "RECONCILE_INTERVAL_SECONDS": "1",
-        "RESERVATION_RESIGNAL_SECONDS": "2",
-    }
+    yield worker_env(mysql_url, temporal_address(temporal_env), task_queue)
     await stop_reconciler(temporal_env.client, task_queue)

@@ -2,7 +2,6 @@
 that records every answer, and the end-of-run checks (nothing lost, nothing double-assigned)."""
 
 import asyncio
-import os
 import time
 import uuid
 from collections import Counter
@@ -24,7 +23,15 @@ from core.models import CaseEvent, ReturnCase
 from ops.invariants import find_workflow_violations
 from tests.helpers import API, case_body
 from tests.invariants import assert_holding_invariants
-from tests.support import ServiceProcess, TemporalDevServer, drop_database, own_database, worker_process
+from tests.support import (
+    ServiceProcess,
+    TemporalDevServer,
+    api_settings,
+    drop_database,
+    own_database,
+    worker_env,
+    worker_process,
+)
 
 # --- infrastructure of a test's own --------------------------------------------------------------
 
@@ -50,25 +57,12 @@ def isolated_desk(base_url: str, name: str, state_dir: Path) -> Iterator[Isolate
     server = TemporalDevServer(state_dir)
     server.start()
     engine = make_engine(database_url, pool_size=4)
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "TEMPORAL_ADDRESS": server.address,
-        "TASK_QUEUE": f"tq-{name}",
-        "RECONCILE_INTERVAL_SECONDS": "1",
-        "RESERVATION_RESIGNAL_SECONDS": "2",
-    }
+    env = worker_env(database_url, server.address, f"tq-{name}")
     worker = worker_process(f"{name}-worker", env, state_dir)
     try:
         asyncio.run(server.wait_ready())
         worker.start()
-        settings = Settings(
-            DATABASE_URL=database_url,
-            TEMPORAL_ADDRESS=server.address,
-            TASK_QUEUE=env["TASK_QUEUE"],
-            TEMPORAL_RPC_TIMEOUT_SECONDS=15,
-            DB_POOL_SIZE=8,
-        )
+        settings = api_settings(env, TEMPORAL_RPC_TIMEOUT_SECONDS=15)
         yield IsolatedDesk(settings, env, make_session_factory(engine), server, worker)
         assert worker.alive(), worker.log_text()[-3000:]
     finally:

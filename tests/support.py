@@ -9,10 +9,12 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import create_engine, text
@@ -262,3 +264,29 @@ async def stop_reconciler(client: Client, task_queue: str) -> None:
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
+
+
+def worker_env(database_url: str, temporal_address: str, task_queue: str | None = None) -> dict[str, str]:
+    """The environment of a `worker.py` child process: its own task queue, the reconciler every second."""
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "DATABASE_URL": database_url,
+        "TEMPORAL_ADDRESS": temporal_address,
+        "TASK_QUEUE": task_queue or f"tq-{uuid.uuid4()}",
+        "RECONCILE_INTERVAL_SECONDS": "1",
+        "RESERVATION_RESIGNAL_SECONDS": "2",
+    }
+
+
+def api_settings(env: dict[str, str], **overrides: Any) -> Settings:
+    """Settings for an API in process beside workers started with `env`; a short Temporal wait by default, so an
+    outage is a quick 503."""
+    values: dict[str, Any] = {
+        "DATABASE_URL": env["DATABASE_URL"],
+        "TEMPORAL_ADDRESS": env["TEMPORAL_ADDRESS"],
+        "TASK_QUEUE": env["TASK_QUEUE"],
+        "TEMPORAL_RPC_TIMEOUT_SECONDS": 3,
+        "DB_POOL_SIZE": 8,
+    }
+    return Settings(**(values | overrides))

@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import func, select
 
 from api.main import create_app
-from core.config import PROJECT_ROOT, Settings
+from core.config import PROJECT_ROOT
 from core.models import CaseEvent, CaseStatus, ReturnCase
 from ops.invariants import check_database, find_workflow_violations
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, case_body, new_team
-from tests.support import child_env, free_port, wait_for_log, wait_until_ready, worker_process
+from tests.support import api_settings, child_env, free_port, wait_for_log, wait_until_ready, worker_process
 
 # --- make dev ----------------------------------------------------------------------------------
 
@@ -221,12 +221,7 @@ def _resolved_count(stack: Stack, team: str) -> int:
 async def test_worker_drains_on_sigterm_and_leaves_nothing_half_written(
     stack: Stack, worker_process_env: dict[str, str], tmp_path: Path
 ) -> None:
-    settings = Settings(
-        DATABASE_URL=worker_process_env["DATABASE_URL"],
-        TEMPORAL_ADDRESS=worker_process_env["TEMPORAL_ADDRESS"],
-        TASK_QUEUE=worker_process_env["TASK_QUEUE"],
-        TEMPORAL_RPC_TIMEOUT_SECONDS=3,
-    )
+    settings = api_settings(worker_process_env)
     first = worker_process("worker-1", worker_process_env, tmp_path)
     second = worker_process("worker-2", worker_process_env, tmp_path)
     app = create_app(settings)

@@ -37,6 +37,7 @@ from tests.support import (
     in_process_api,
     own_database,
     through,
+    worker_env,
     worker_process,
 )
 from tests.tcp_proxy import TcpProxy
@@ -155,14 +156,7 @@ class Recorder:
         self.recorded["reconciler"] = reconciler_id(self.settings)
 
     def _start_worker(self, name: str) -> ServiceProcess:
-        env = {
-            **os.environ,
-            "DATABASE_URL": self.settings.DATABASE_URL,
-            "TEMPORAL_ADDRESS": self.settings.TEMPORAL_ADDRESS,
-            "TASK_QUEUE": self.settings.TASK_QUEUE,
-            "RECONCILE_INTERVAL_SECONDS": "1",
-            "RESERVATION_RESIGNAL_SECONDS": "2",
-        }
+        env = worker_env(self.settings.DATABASE_URL, self.settings.TEMPORAL_ADDRESS, self.settings.TASK_QUEUE)
         worker = worker_process(name, env, Path(tempfile.gettempdir()))
         worker.start()
         return worker
