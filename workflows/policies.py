@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from core.config import ACTIVITY_START_TO_CLOSE_SECONDS
@@ -61,7 +61,9 @@ async def db_step[S, P, R](activity: Callable[[S, P], R], arg: P, *, summary: st
         refusal = _refusal(err)
         if refusal is not None:
             raise refusal from None
-        # Our activities fail only by refusal or by a transient error that the window ran out on.
+        if isinstance(err.cause if isinstance(err, ActivityError) else err, CancelledError):
+            raise
+        # What is left: a transient error that the window ran out on.
         workflow.logger.warning("database step still failing after %s; waiting it out: %s", LOCAL_ATTEMPT_WINDOW, err)
     try:
         return await workflow.execute_activity_method(
