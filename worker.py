@@ -16,7 +16,7 @@ from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory
 from core.logging import configure_logging
 from core.metrics import worker_runtime
-from core.temporal import connect, ensure_reconciler_schedule
+from core.temporal import connect, ensure_reconciler
 from workflows.reconcile import ReconcileWorkflow
 from workflows.return_case import ReturnCaseWorkflow
 
@@ -47,9 +47,9 @@ async def run_worker(settings: Settings) -> None:
     client = await connect(settings, worker_runtime(settings.METRICS_PORT))
     if settings.METRICS_PORT:
         log.info("worker metrics on :%d/metrics", settings.METRICS_PORT)
-    engine = make_engine(settings.DATABASE_URL, pool_size=settings.ACTIVITY_THREADS)
+    engine = make_engine(settings.DATABASE_URL, pool_size=settings.ACTIVITY_THREADS, settings=settings)
     activities = CaseActivities(make_session_factory(engine))
-    await ensure_reconciler_schedule(client, settings)
+    await ensure_reconciler(client, settings)
     with ThreadPoolExecutor(max_workers=settings.ACTIVITY_THREADS) as executor:
         worker = build_worker(client, settings, activities.all(), executor)
         stop = asyncio.Event()
