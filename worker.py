@@ -19,7 +19,7 @@ from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory
 from core.logging import configure_logging
 from core.metrics import worker_runtime
-from core.temporal import connect, ensure_reconciler_schedule, ensure_webhook_deliveries
+from core.temporal import connect, ensure_reconciler, ensure_webhook_deliveries
 from workflows.reconcile import ReconcileWorkflow
 from workflows.return_case import ReturnCaseWorkflow
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
@@ -56,9 +56,9 @@ async def run_worker(settings: Settings) -> None:
     client = await connect(settings, worker_runtime(settings.METRICS_PORT))
     if settings.METRICS_PORT:
         log.info("worker metrics on :%d/metrics", settings.METRICS_PORT)
-    engine = make_engine(settings.DATABASE_URL, pool_size=settings.ACTIVITY_THREADS)
+    engine = make_engine(settings.DATABASE_URL, pool_size=settings.ACTIVITY_THREADS, settings=settings)
     session_factory = make_session_factory(engine)
-    await ensure_reconciler_schedule(client, settings)
+    await ensure_reconciler(client, settings)
     with session_factory() as session:
         endpoints = webhook_service.enabled_endpoint_ids(session=session)
     await ensure_webhook_deliveries(client, settings, endpoints)

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -14,49 +14,19 @@ from activities.reporting import report_closed, report_confirmed, report_opened,
 from core import cases as case_service
 from core.dispatch import dispatch
 from core.errors import DomainError, DuplicateOpenCase
-from core.models import Team, utcnow
-from core.schemas import CaseCreate, CasePublic, ReconcileResult, Reservation, Schema
-
-
-class OpenCaseInput(Schema):
-    case_id: str
-    case: CaseCreate
-    filed_at: datetime
-    actor: str
-    idempotency_key: str | None = None
-
-
-class OpenCaseResult(Schema):
-    case: CasePublic
-    reservations: list[Reservation]
-
-
-class ConfirmAssignmentInput(Schema):
-    case_id: str
-    # None only reads the case back (after a refused transition).
-    agent_id: str | None
-
-
-class ResolveInput(Schema):
-    case_id: str
-    agent_id: str
-    resolution: str | None
-    actor: str
-
-
-class CancelInput(Schema):
-    case_id: str
-    reason: str | None
-    actor: str
-
-
-class CloseResult(Schema):
-    case: CasePublic
-    reservations: list[Reservation]
-
-
-class ReconcileInput(Schema):
-    resignal_after_seconds: float
+from core.models import Team
+from workflows.messages import (
+    CancelInput,
+    CaseRecord,
+    CloseResult,
+    ConfirmAssignmentInput,
+    OpenCaseInput,
+    OpenCaseResult,
+    ReconcileInput,
+    ReconcileResult,
+    Reservation,
+    ResolveInput,
+)
 
 
 @contextmanager
@@ -90,7 +60,6 @@ class CaseActivities:
                 session=session,
                 case_id=data.case_id,
                 data=data.case,
-                filed_at=data.filed_at,
                 actor=data.actor,
                 idempotency_key=data.idempotency_key,
             )
@@ -100,20 +69,20 @@ class CaseActivities:
                     session=session, case_id=data.case_id, agent_id=own.agent_id, actor="workflow"
                 )
                 reservations = [r for r in reservations if r is not own]
-            result = OpenCaseResult(case=case_service.to_public(case), reservations=reservations)
+            result = OpenCaseResult(case=case_service.to_record(case), reservations=reservations)
         report_opened(result.case, result.reservations)
         if own is not None:
             report_confirmed(result.case, own.agent_id)
         return result
 
     @activity.defn
-    def confirm_assignment(self, data: ConfirmAssignmentInput) -> CasePublic:
+    def confirm_assignment(self, data: ConfirmAssignmentInput) -> CaseRecord:
         """Turn a standing reservation into an assignment; return the case as the database has it."""
         with business_errors(), self._session_factory.begin() as session:
             case = case_service.confirm_assignment(
                 session=session, case_id=data.case_id, agent_id=data.agent_id, actor="workflow"
             )
-            confirmed = case_service.to_public(case)
+            confirmed = case_service.to_record(case)
         report_confirmed(confirmed, data.agent_id)
         return confirmed
 
@@ -136,7 +105,7 @@ class CaseActivities:
     def _close(self, close: Callable[..., tuple[Any, list[Reservation]]], **kwargs: Any) -> CloseResult:
         with business_errors(), self._session_factory.begin() as session:
             case, reservations = close(session=session, **kwargs)
-            result = CloseResult(case=case_service.to_public(case), reservations=reservations)
+            result = CloseResult(case=case_service.to_record(case), reservations=reservations)
         report_closed(result.case, result.reservations)
         return result
 
@@ -152,7 +121,7 @@ class CaseActivities:
                 dispatched += dispatch(session=session, team=team, actor="reconciler")
         with self._session_factory() as session:
             stale = case_service.stale_reservations(
-                session=session, older_than=utcnow() - timedelta(seconds=data.resignal_after_seconds)
+                session=session, unconfirmed_for=timedelta(seconds=data.resignal_after_seconds)
             )
         fresh = {r.case_id for r in dispatched}
         result = ReconcileResult(

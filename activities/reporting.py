@@ -11,7 +11,7 @@ from temporalio import activity
 from core.logging import case_context
 from core.metrics import record_handoffs, record_reconciler_repairs
 from core.models import CaseStatus
-from core.schemas import CasePublic, ReconcileResult, Reservation
+from workflows.messages import CaseRecord, ReconcileResult, Reservation
 
 
 def _log_reservations(reservations: list[Reservation], what: str) -> None:
@@ -21,7 +21,7 @@ def _log_reservations(reservations: list[Reservation], what: str) -> None:
         )
 
 
-def report_opened(case: CasePublic, reservations: list[Reservation]) -> None:
+def report_opened(case: CaseRecord, reservations: list[Reservation]) -> None:
     """Log the filing and any reservation its dispatch made."""
     activity.logger.info(
         "case filed in team %s (priority %s): %s",
@@ -33,7 +33,7 @@ def report_opened(case: CasePublic, reservations: list[Reservation]) -> None:
     _log_reservations([r for r in reservations if r.case_id != case.id], "dispatch on filing")
 
 
-def report_confirmed(case: CasePublic, agent_id: str | None) -> None:
+def report_confirmed(case: CaseRecord, agent_id: str | None) -> None:
     """Log whether the reservation for `agent_id` became an assignment."""
     if agent_id is None:
         return
@@ -48,7 +48,7 @@ def report_confirmed(case: CasePublic, agent_id: str | None) -> None:
         )
 
 
-def report_closed(case: CasePublic, reservations: list[Reservation]) -> None:
+def report_closed(case: CaseRecord, reservations: list[Reservation]) -> None:
     """Log the close and each hand-off it made, and count the hand-offs."""
     activity.logger.info("case %s", case.status.value, extra=case_context(case.id, case.agent_id))
     _log_reservations(reservations, f"hand-off after case {case.id} {case.status.value}")

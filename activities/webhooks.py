@@ -29,9 +29,9 @@ from core.events import encode_body, event_body, matches_endpoint, public_type
 from core.metrics import record_webhook_attempt, record_webhook_lag
 from core.models import WebhookEndpoint, utcnow
 from core.outbox import StoredEvent, read_events
-from core.schemas import Schema
 from core.webhook_sender import SendOutcome, new_http_client, send_signed
 from core.webhook_urls import UnsafeWebhookUrl, resolve_webhook_url_async
+from workflows.messages import DeliverInput, DeliverResult
 
 # A round ends after this long without a new event (the workflow starts the next one), or after
 # ACTIVE_SECONDS of delivering, so one activity never runs for long.
@@ -39,17 +39,6 @@ IDLE_SECONDS = 30.0
 ACTIVE_SECONDS = 60.0
 BATCH = 100
 T = TypeVar("T")
-
-
-class DeliverInput(Schema):
-    endpoint_id: str
-
-
-class DeliverResult(Schema):
-    delivered: int
-    # True when the endpoint is disabled or gone: the workflow ends.
-    stopped: bool = False
-    reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.DATABASE_URL, pool_size=settings.DB_POOL_SIZE)
+        engine = make_engine(settings.DATABASE_URL, pool_size=settings.DB_POOL_SIZE, settings=settings)
         app.state.settings = settings
         app.state.session_factory = make_session_factory(engine)
         # Lazy: the API starts (and /readyz says why it is not ready) while Temporal is still coming up.

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench import report
-from bench.db import Db
+from bench.db import Db, server_connections
 from bench.procs import find_pid, load_average, machine, rss_mib
 from bench.scenarios import (
     Api,
@@ -198,7 +199,8 @@ class Run:
         return team
 
     async def start(self) -> None:
-        connections = self.db.connections()
+        # Read through the server, not the benchmark's database: on a new machine it does not exist yet.
+        connections = server_connections(self.opts.stack.database_url)
         self.results["mariadb_connections_at_start"] = connections
         if connections["max_connections"] - connections["connected"] < 80:
             say(f"warning: MariaDB has {connections} (shared); the stack may run out of connections")
@@ -374,14 +376,15 @@ async def bench(opts: Options, run_id: str, results: dict[str, Any]) -> None:
     say(f"run {run_id}: scale {opts.scale:g}, phases {','.join(opts.phases)}, load average {load_average()}")
     run = Run(opts, run_id, results)
     try:
+        results["phase"] = "start"
         await run.start()
-        if "throughput" in opts.phases:
-            await run.throughput()
-        if "handoff" in opts.phases:
-            await run.handoff_light()
-        if "depth" in opts.phases:
-            await run.depth()
+        for phase, step in (("throughput", run.throughput), ("handoff", run.handoff_light), ("depth", run.depth)):
+            if phase in opts.phases:
+                results["phase"] = phase
+                await step()
+        results["phase"] = "check"
         run.check()
+        del results["phase"]
         results["load_average"]["end"] = load_average()
         results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     finally:
@@ -395,11 +398,15 @@ def main() -> None:
     results: dict[str, Any] = {}
     try:
         asyncio.run(bench(opts, run_id, results))
-    except BaseException as err:
+    except (Exception, KeyboardInterrupt) as err:
+        # One line: the phase, what went wrong, where the figures (and the traceback) went.
         results["error"] = repr(err)
+        results["traceback"] = traceback.format_exc()
         path = report.write_json(results, opts.output_dir, suffix="-failed")
-        say(f"failed: {err!r}; what was measured is in {path}")
-        raise
+        shown = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        say(f"failed in phase {results.get('phase', 'start')}: {reason} (details and traceback: {shown})")
+        sys.exit(130 if isinstance(err, KeyboardInterrupt) else 1)
     results["wall_seconds"] = round(time.monotonic() - t0, 1)
     results["targets"] = report.targets(results)
     paths = report.write(results, opts.output_dir)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,7 +44,7 @@ R = TypeVar("R")
 TRANSIENT = {1040, 2006, 2013, 1213, 1205}
 
 
-def retrying(method: Callable[P, R]) -> Callable[P, R]:
+def retrying[**P, R](method: Callable[P, R]) -> Callable[P, R]:
     """Retry a read a few times on a transient server error (the MariaDB server is shared with others)."""
 
     @functools.wraps(method)
@@ -68,14 +69,6 @@ class Db:
 
     def close(self) -> None:
         self.engine.dispose()
-
-    @retrying
-    def connections(self) -> dict[str, int]:
-        """The server's connection limit and how many are open (others share this server)."""
-        with self.engine.connect() as conn:
-            limit = conn.exec_driver_sql("SHOW VARIABLES LIKE 'max_connections'").one()[1]
-            used = conn.exec_driver_sql("SHOW STATUS LIKE 'Threads_connected'").one()[1]
-        return {"max_connections": int(limit), "connected": int(used)}
 
     @retrying
     def next_queued(self, team: str) -> str | None:
@@ -233,6 +226,20 @@ class Db:
                 select(ReturnCase.status, func.count()).where(ReturnCase.team.in_(teams)).group_by(ReturnCase.status)
             ).all()
             return {status: int(n) for status, n in rows}
+
+
+@retrying
+def server_connections(url: str) -> dict[str, int]:
+    """The server's connection limit and how many are open (others share this server); read without naming a
+    database, so it works before the benchmark's database exists."""
+    engine = create_engine(make_url(url).set(database=""))
+    try:
+        with engine.connect() as conn:
+            limit = conn.exec_driver_sql("SHOW VARIABLES LIKE 'max_connections'").one()[1]
+            used = conn.exec_driver_sql("SHOW STATUS LIKE 'Threads_connected'").one()[1]
+    finally:
+        engine.dispose()
+    return {"max_connections": int(limit), "connected": int(used)}
 
 
 def _rows_read(conn: Any) -> int:

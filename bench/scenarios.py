@@ -20,8 +20,8 @@ from bench.stack import say
 from bench.stats import Summary, summarize
 from core import search_attributes as sa
 from core.ids import case_id_for_idempotency_key, workflow_id_for_case
-from core.models import CaseStatus, utcnow
-from core.schemas import CaseCreate, ReturnCaseInput
+from core.models import CaseStatus
+from workflows.messages import CaseDraft, ReturnCaseInput
 from workflows.return_case import ReturnCaseWorkflow
 
 T = TypeVar("T")
@@ -100,7 +100,7 @@ class Api:
         return await self._retrying(functools.partial(self._post, f"/cases/{case_id}/resolve", body), retries)
 
 
-async def bounded(concurrency: int, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+async def bounded[T](concurrency: int, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
     """Run the jobs with at most `concurrency` in flight; results in job order."""
     gate = asyncio.Semaphore(concurrency)
 
@@ -381,11 +381,11 @@ async def fill_direct(
 
     async def start(i: int) -> None:
         key = uuid.uuid4().hex
-        body = CaseCreate.model_validate(case_body(team, key))
+        body = CaseDraft.model_validate(case_body(team, key))
         case_id = case_id_for_idempotency_key(key)
         await client.start_workflow(
             ReturnCaseWorkflow.run,
-            ReturnCaseInput(case_id=case_id, case=body, filed_at=utcnow(), actor="bench", idempotency_key=key),
+            ReturnCaseInput(case_id=case_id, case=body, actor="bench", idempotency_key=key),
             id=workflow_id_for_case(case_id),
             task_queue=task_queue,
             search_attributes=TypedSearchAttributes(

@@ -13,10 +13,9 @@ from typing import IO
 import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from temporalio.client import Client
 
 from core.config import DATA_DIR, PROJECT_ROOT
-from core.search_attributes import dev_server_flags
+from core.dev_server import dev_server_argv, wait_for_temporal
 
 BIN = Path(sys.executable).parent
 LOG_DIR = DATA_DIR / "bench"
@@ -82,16 +81,11 @@ class Stack:
         cfg = self.config
         host, port = cfg.temporal_address.rsplit(":", 1)
         if not cfg.external:
-            self._spawn(
-                "temporal",
-                [
-                    str(BIN / "temporal"), "server", "start-dev",
-                    "--ip", host, "--port", port, "--ui-port", str(cfg.temporal_ui_port),
-                    "--namespace", "default", "--log-level", "warn",
-                    *dev_server_flags(),
-                ],
-            )  # fmt: skip
-        await wait_for_temporal(cfg.temporal_address)
+            self._spawn("temporal", dev_server_argv(ip=host, port=int(port), ui_port=cfg.temporal_ui_port))
+        try:
+            await wait_for_temporal(cfg.temporal_address)
+        except RuntimeError as err:
+            raise RuntimeError(f"{err} (log in {LOG_DIR / 'temporal.log'})") from None
         if not cfg.external:
             fresh_database(cfg.database_url, cfg.product_dir)
             env = {
@@ -141,33 +135,23 @@ def fresh_database(url: str, product_dir: Path) -> None:
     """Drop, create and migrate the benchmark's own database (never the dev or test one)."""
     parsed = make_url(url)
     if not parsed.database or "bench" not in parsed.database:
-        raise SystemExit(f"refusing to drop {parsed.database!r}: the benchmark's database name must contain 'bench'")
+        raise RuntimeError(f"refusing to drop {parsed.database!r}: the benchmark's database name must contain 'bench'")
     server = create_engine(parsed.set(database=""))
     with server.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS `{parsed.database}`"))
         conn.execute(text(f"CREATE DATABASE `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
     server.dispose()
-    subprocess.run(
+    migration = subprocess.run(
         [str(BIN / "alembic"), "-x", f"url={url}", "upgrade", "head"],
         cwd=product_dir,
         env={**os.environ, "PYTHONPATH": str(product_dir)},
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if migration.returncode != 0:
+        last = (migration.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"migrating {parsed.database} failed: {last}")
     say(f"database {parsed.database} dropped, created and migrated")
-
-
-async def wait_for_temporal(address: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client = await Client.connect(address)
-            await client.service_client.check_health()
-            return
-        except Exception as err:  # not up yet, until the deadline
-            if time.monotonic() > deadline:
-                raise SystemExit(f"Temporal did not come up on {address}: {err}") from err
-            await asyncio.sleep(0.5)
 
 
 async def wait_for_ready(api_url: str, stack: Stack, timeout: float = 60) -> None:
@@ -181,5 +165,5 @@ async def wait_for_ready(api_url: str, stack: Stack, timeout: float = 60) -> Non
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit(f"the API at {api_url} did not become ready in {timeout:g}s")
+                raise RuntimeError(f"the API at {api_url} did not become ready in {timeout:g}s (log in {LOG_DIR})")
             await asyncio.sleep(0.3)

@@ -7,13 +7,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.cases import requeue
+from core.clock import db_now
 from core.dispatch import dispatch, lock_teams
 from core.errors import AgentNotFound, ConcurrentChange, EmailInUse
 from core.ids import new_id
-from core.models import Agent, AgentEvent, AgentStatus, ReturnCase, utcnow
+from core.models import Agent, AgentEvent, AgentStatus, ReturnCase
 from core.outbox import buffer_event
-from core.schemas import AgentCreate, AgentUpdate, Reservation
+from core.schemas import AgentCreate, AgentUpdate
 from core.views import agent_public
+from workflows.messages import Requeue, Reservation
 
 
 @dataclass
@@ -22,7 +24,7 @@ class AgentChange:
 
     agent: Agent
     reservations: list[Reservation] = field(default_factory=list)
-    requeued_case_id: str | None = None
+    requeues: list[Requeue] = field(default_factory=list)
 
 
 def record_agent_event(
@@ -33,7 +35,7 @@ def record_agent_event(
         session=session,
         row=AgentEvent(
             agent_id=agent.id,
-            at=utcnow(),
+            at=db_now(session),
             type=type,
             actor=actor,
             status=agent.status,
@@ -99,7 +101,7 @@ def create_agent(*, session: Session, data: AgentCreate, actor: str = "api") -> 
         active_email=data.email,
         team=data.team,
         status=data.status,
-        available_since=utcnow(),
+        available_since=db_now(session),
     )
     session.add(agent)
     _flush_agent(session=session, agent=agent)
@@ -122,13 +124,13 @@ def update_agent(*, session: Session, agent_id: str, data: AgentUpdate, actor: s
     if data.status is not None and data.status != agent.status:
         agent.status = data.status
         if data.status == AgentStatus.AVAILABLE:
-            agent.available_since = utcnow()
+            agent.available_since = db_now(session)
             frees_capacity = True
     if data.team is not None and data.team != agent.team:
         # A held case stays with the agent; the new team's queue is served once they are free.
         agent.team = data.team
         frees_capacity = True
-    agent.updated_at = utcnow()
+    agent.updated_at = db_now(session)
     _flush_agent(session=session, agent=agent)
     changes = {k: [v, getattr(agent, k)] for k, v in before.items() if getattr(agent, k) != v}
     if changes:
@@ -145,7 +147,7 @@ def remove_agent(*, session: Session, agent_id: str, actor: str) -> AgentChange:
     agent = get_agent(session=session, agent_id=agent_id, for_update=True)
     if agent.current_case_id != (held.id if held else None):
         raise ConcurrentChange(f"agent {agent_id} changed case while being removed")
-    now = utcnow()
+    now = db_now(session)
     agent.deleted_at = now
     agent.updated_at = now
     agent.active_email = None
@@ -160,4 +162,8 @@ def remove_agent(*, session: Session, agent_id: str, actor: str) -> AgentChange:
     ).one()
     requeue(session=session, case=case, actor=actor, reason=f"agent {agent_id} removed")
     session.flush()
-    return AgentChange(agent=agent, reservations=dispatch(session=session, team=case.team), requeued_case_id=case.id)
+    return AgentChange(
+        agent=agent,
+        reservations=dispatch(session=session, team=case.team),
+        requeues=[Requeue(case_id=case.id, agent_id=agent_id, actor=actor)],
+    )

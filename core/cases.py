@@ -2,28 +2,44 @@
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.clock import db_now
 from core.dispatch import dispatch, lock_teams, record_event
-from core.errors import CaseNotFound, ConcurrentChange, DuplicateOpenCase, IdempotencyKeyReused, Invalid
-from core.models import (
-    PRIORITY_RANK,
-    TERMINAL_STATUSES,
-    Agent,
-    CaseEvent,
-    CaseStatus,
-    ReturnCase,
-    utcnow,
+from core.errors import (
+    CaseNotFound,
+    ConcurrentChange,
+    DuplicateOpenCase,
+    IdempotencyKeyReused,
+    Invalid,
+    UnknownTeam,
 )
+from core.models import PRIORITY_RANK, Agent, CaseEvent, CaseStatus, ReturnCase, Team
 from core.rules import cancel_refusal, resolve_refusal
-from core.schemas import CaseCreate, Reservation
-from core.views import to_public as to_public  # re-exported: callers read cases through here
+
+# The views live in core/views.py (every event's snapshot is made there too); read them through here.
+from core.views import to_public as to_public
+from core.views import to_record as to_record
+from workflows.messages import CaseDraft, Reservation
 
 ACTIVE = "active"
+
+
+class Filing(Protocol):
+    """A filing as the API validated it (CaseCreate) or as the case workflow carries it (CaseDraft)."""
+
+    @property
+    def team(self) -> str: ...
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def product_sku(self) -> str: ...
+    def model_dump(self) -> dict[str, Any]: ...
 
 
 def open_order_line(order_id: str, product_sku: str) -> str:
@@ -31,7 +47,7 @@ def open_order_line(order_id: str, product_sku: str) -> str:
     return f"{order_id}\x1f{product_sku}"
 
 
-def matches_request(case: ReturnCase, data: CaseCreate) -> bool:
+def matches_request(case: ReturnCase, data: Filing) -> bool:
     """True when a repeated filing asks for exactly the case that exists."""
     return all(getattr(case, field) == value for field, value in data.model_dump().items())
 
@@ -56,33 +72,49 @@ def duplicate_open_case_error(existing: ReturnCase) -> DuplicateOpenCase:
     )
 
 
-def open_case(
-    *,
-    session: Session,
-    case_id: str,
-    data: CaseCreate,
-    filed_at: datetime,
-    actor: str,
-    idempotency_key: str | None,
-) -> tuple[ReturnCase, list[Reservation]]:
-    """Insert the case (idempotent by id), queue it and dispatch its team."""
+def check_filing(
+    *, session: Session, case_id: str, data: Filing, idempotency_key: str | None, lock: bool = False
+) -> ReturnCase | None:
+    """The filing rules, for the API's pre-check and for the open activity alike: a repeat of an earlier filing
+    (same case id or `Idempotency-Key`) with the same details returns that case, with other details it is
+    IdempotencyKeyReused; otherwise the team must exist (UnknownTeam) and the order line must have no open
+    case (DuplicateOpenCase). `lock` takes the team's lock for the check (the open activity's insert follows).
+    """
     existing = session.get(ReturnCase, case_id)
+    if existing is None and idempotency_key is not None:
+        existing = find_by_idempotency_key(session=session, key=idempotency_key)
     if existing is not None:
         if not matches_request(existing, data):
-            raise IdempotencyKeyReused(f"case {case_id} exists with different details")
-        return existing, []
-    lock_teams(session=session, teams=[data.team])
+            raise IdempotencyKeyReused(
+                f"Idempotency-Key was already used for case {existing.id} with different details"
+            )
+        return existing
+    if lock:
+        lock_teams(session=session, teams=[data.team])
+    elif session.get(Team, data.team) is None:
+        raise UnknownTeam(f"team {data.team!r} does not exist")
     other = find_open_case_for_order_line(session=session, order_id=data.order_id, product_sku=data.product_sku)
-    if other is not None:
+    if other is not None and other.id != case_id:
         raise duplicate_open_case_error(other)
+    return None
+
+
+def open_case(
+    *, session: Session, case_id: str, data: CaseDraft, actor: str, idempotency_key: str | None
+) -> tuple[ReturnCase, list[Reservation]]:
+    """Insert the case (idempotent by id), queue it (in line from the database's now) and dispatch its team."""
+    existing = check_filing(session=session, case_id=case_id, data=data, idempotency_key=idempotency_key, lock=True)
+    if existing is not None:
+        return existing, []
     case = ReturnCase(
         id=case_id,
         **data.model_dump(),
         priority_rank=PRIORITY_RANK[data.priority],
         status=CaseStatus.QUEUED,
-        queued_at=filed_at,
+        queued_at=db_now(session),
         idempotency_key=idempotency_key,
         open_order_line=open_order_line(data.order_id, data.product_sku),
+        is_open=True,
     )
     try:
         with session.begin_nested():
@@ -122,7 +154,7 @@ def confirm_assignment(*, session: Session, case_id: str, agent_id: str | None, 
     """Turn the reservation for `agent_id` into an assignment if it still stands; return the case as it is."""
     case = get_case(session=session, case_id=case_id, for_update=True)
     if agent_id is not None and case.status == CaseStatus.RESERVED and case.agent_id == agent_id:
-        now = utcnow()
+        now = db_now(session)
         case.status = CaseStatus.ASSIGNED
         case.assigned_at = now
         record_event(
@@ -145,7 +177,7 @@ def free_agent(*, session: Session, agent_id: str, case_id: str) -> Agent | None
     if agent is None or agent.current_case_id != case_id:
         return None
     agent.current_case_id = None
-    agent.available_since = utcnow()
+    agent.available_since = db_now(session)
     return agent
 
 
@@ -206,11 +238,12 @@ def _pending_reservation_of(*, session: Session, agent_id: str | None) -> list[R
 def _close(
     *, session: Session, case: ReturnCase, to: CaseStatus, actor: str, note: str | None
 ) -> tuple[ReturnCase, list[Reservation]]:
-    now = utcnow()
+    now = db_now(session)
     before = case.status
     holder_id = case.agent_id
     case.status = to
     case.open_order_line = None
+    case.is_open = False
     if to == CaseStatus.RESOLVED:
         case.resolved_at, case.resolution = now, note
     else:
@@ -257,7 +290,8 @@ def list_cases(
     """Cases oldest first, filtered; returns the page and the cursor of the next one."""
     stmt = select(ReturnCase)
     if status == ACTIVE:
-        stmt = stmt.where(ReturnCase.status.not_in([s.value for s in TERMINAL_STATUSES]))
+        # `= true`, not `IS TRUE`, so the (team,) is_open, queued_at, id index serves it.
+        stmt = stmt.where(ReturnCase.is_open == true())
     elif status is not None:
         stmt = stmt.where(ReturnCase.status == status)
     if agent_id is not None:
@@ -299,11 +333,11 @@ def case_history(*, session: Session, case_id: str) -> list[CaseEvent]:
     return list(session.scalars(select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id)))
 
 
-def stale_reservations(*, session: Session, older_than: datetime) -> list[Reservation]:
-    """Reservations their case workflow has not confirmed since `older_than`."""
+def stale_reservations(*, session: Session, unconfirmed_for: timedelta) -> list[Reservation]:
+    """Reservations their case workflow has not confirmed for `unconfirmed_for` (by the database's clock)."""
     rows = session.execute(
         select(ReturnCase.id, ReturnCase.agent_id).where(
-            ReturnCase.status == CaseStatus.RESERVED, ReturnCase.reserved_at < older_than
+            ReturnCase.status == CaseStatus.RESERVED, ReturnCase.reserved_at < db_now(session) - unconfirmed_for
         )
     ).all()
     return [Reservation(case_id=case_id, agent_id=agent_id) for case_id, agent_id in rows if agent_id]

@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The default of the DATA_DIR setting.
 DATA_DIR = PROJECT_ROOT / ".data"
+# Start-to-close timeout of every database activity (workflows/policies.py). A database attempt must end
+# before it, or a hung attempt keeps its thread and connection while the retry takes another.
+ACTIVITY_START_TO_CLOSE_SECONDS = 10.0
 
 
 class Settings(BaseSettings):
@@ -32,6 +35,14 @@ class Settings(BaseSettings):
     RESERVATION_RESIGNAL_SECONDS: float = 10.0
     DB_POOL_SIZE: int = 20
     ACTIVITY_THREADS: int = 32
+    # Driver timeouts (MySQL): a database that accepts but never answers fails a read after DB_READ_TIMEOUT.
+    DB_CONNECT_TIMEOUT_SECONDS: float = 3.0
+    DB_READ_TIMEOUT_SECONDS: float = 8.0
+    DB_WRITE_TIMEOUT_SECONDS: float = 8.0
+    # A blocked row lock fails after this long and the transaction is retried whole.
+    DB_LOCK_WAIT_TIMEOUT_SECONDS: int = 5
+    # How long the API waits for the database before answering 503 (the thread it used finishes alone).
+    API_DB_TIMEOUT_SECONDS: float = 5.0
     # How long the API waits on Temporal before answering 503.
     TEMPORAL_RPC_TIMEOUT_SECONDS: float = 10.0
     METRICS_PORT: int = 0
@@ -51,6 +62,18 @@ class Settings(BaseSettings):
     WEBHOOK_RETRY_INITIAL_SECONDS: float = 5.0
     WEBHOOK_RETRY_MAX_INTERVAL_SECONDS: float = 3600.0
     WEBHOOK_RETRY_WINDOW_SECONDS: float = 90000.0
+
+    @model_validator(mode="after")
+    def _database_attempts_end_before_their_activity(self) -> "Settings":
+        longest = max(
+            self.DB_READ_TIMEOUT_SECONDS, self.DB_WRITE_TIMEOUT_SECONDS, float(self.DB_LOCK_WAIT_TIMEOUT_SECONDS)
+        )
+        if longest >= ACTIVITY_START_TO_CLOSE_SECONDS:
+            raise ValueError(
+                f"DB_READ_TIMEOUT_SECONDS, DB_WRITE_TIMEOUT_SECONDS and DB_LOCK_WAIT_TIMEOUT_SECONDS must be shorter "
+                f"than the activities' start-to-close timeout ({ACTIVITY_START_TO_CLOSE_SECONDS:g}s)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _derive_temporal_urls(self) -> "Settings":

@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import outbox
+from core.config import Settings, get_settings
 from core.errors import ConcurrentChange
 
 # Every session numbers and inserts its buffered events as the last step before COMMIT (core/outbox.py).
@@ -22,10 +23,11 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 20) -> Engine:
-    """Build an engine with the locking behaviour dispatch relies on."""
+def make_engine(url: str, *, pool_size: int = 20, settings: Settings | None = None) -> Engine:
+    """Build an engine with the locking behaviour dispatch relies on, and the driver timeouts of `settings`."""
     if is_sqlite(url):
         return _make_sqlite_engine(url)
+    settings = settings or get_settings()
     return create_engine(
         url,
         # Dispatch serializes on the team row; READ COMMITTED keeps gap locks out of the way.
@@ -34,13 +36,16 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
-        pool_timeout=10,
+        # Waiting for a free connection is bounded like any other database wait.
+        pool_timeout=settings.DB_READ_TIMEOUT_SECONDS,
         connect_args={
-            "connect_timeout": 5,
-            "read_timeout": 30,
-            "write_timeout": 30,
+            "connect_timeout": settings.DB_CONNECT_TIMEOUT_SECONDS,
+            # A server that accepts but never answers (a partition, a hung host) fails the read; both are
+            # shorter than the activity timeout, so a hung attempt gives back its thread and connection.
+            "read_timeout": settings.DB_READ_TIMEOUT_SECONDS,
+            "write_timeout": settings.DB_WRITE_TIMEOUT_SECONDS,
             # Fail a blocked lock fast (retried whole) rather than outliving the activity timeout.
-            "init_command": "SET SESSION innodb_lock_wait_timeout = 5",
+            "init_command": f"SET SESSION innodb_lock_wait_timeout = {int(settings.DB_LOCK_WAIT_TIMEOUT_SECONDS)}",
         },
     )
 
@@ -81,7 +86,7 @@ T = TypeVar("T")
 RETRYABLE_MYSQL_ERRORS = (1213, 1205)
 
 
-def run_transaction(session_factory: sessionmaker[Session], work: Callable[[Session], T], attempts: int = 5) -> T:
+def run_transaction[T](session_factory: sessionmaker[Session], work: Callable[[Session], T], attempts: int = 5) -> T:
     """Run `work` in one transaction, retrying it whole on deadlocks and concurrent changes."""
     for attempt in range(1, attempts + 1):
         try:

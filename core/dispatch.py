@@ -6,11 +6,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.clock import db_now
 from core.errors import UnknownTeam
-from core.models import Agent, AgentStatus, CaseEvent, CaseStatus, ReturnCase, Team, utcnow
+from core.models import Agent, AgentStatus, CaseEvent, CaseStatus, ReturnCase, Team
 from core.outbox import buffer_event
-from core.schemas import Reservation
 from core.views import to_public
+from workflows.messages import Reservation
 
 # Pairs made per round; dispatch loops until agents or cases run out.
 DISPATCH_BATCH = 50
@@ -48,7 +49,7 @@ def record_event(
         session=session,
         row=CaseEvent(
             case_id=case.id,
-            at=at or utcnow(),
+            at=at or db_now(session),
             type=type,
             actor=actor,
             from_status=from_status,
@@ -86,7 +87,7 @@ def dispatch(*, session: Session, team: str, actor: str = "dispatch") -> list[Re
             .limit(len(agents))
             .with_for_update()
         ).all()
-        now = utcnow()
+        now = db_now(session)
         for agent, case in zip(agents, cases, strict=False):
             case.status = CaseStatus.RESERVED
             case.agent_id = agent.id

@@ -26,7 +26,7 @@ from temporalio.runtime import (
 )
 
 from core.models import CaseStatus
-from core.schemas import CasePublic, ReconcileResult, Reservation
+from workflows.messages import CaseRecord, ReconcileResult, Reservation
 
 TIME_TO_ASSIGN = "returns_time_to_assign_seconds"
 TIME_TO_RESOLVE = "returns_time_to_resolve_seconds"
@@ -71,7 +71,7 @@ def _seconds_between(start: datetime, end: datetime | None) -> float | None:
     return None if end is None else max(0.0, (end - start).total_seconds())
 
 
-def record_case_transition(meter: MetricMeter, before: CasePublic | None, after: CasePublic) -> None:
+def record_case_transition(meter: MetricMeter, before: CaseRecord | None, after: CaseRecord) -> None:
     """Observe time to assign (queued to assigned) and time to resolve (queued to resolved) on entering those states.
 
     Both are measured from `queued_at`, the time the case joined the queue (kept when a case is put back),

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    true,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
@@ -132,10 +133,14 @@ class ReturnCase(Base):
     __table_args__ = (
         CheckConstraint("status IN ('queued', 'reserved', 'assigned', 'resolved', 'cancelled')", name="status"),
         CheckConstraint("priority IN ('normal', 'high')", name="priority"),
+        CheckConstraint("is_open = (status IN ('queued', 'reserved', 'assigned'))", name="is_open"),
         # Serves dispatch's ORDER BY without a filesort, so FOR UPDATE locks only the rows it takes.
         Index("ix_return_case_dispatch", "team", "status", "priority_rank", "queued_at", "id"),
         Index("ix_return_case_status_reserved_at", "status", "reserved_at"),
         Index("ix_return_case_queued_at", "queued_at", "id"),
+        # The open cases (`status=active`), oldest first, without reading closed ones; and a team's.
+        Index("ix_return_case_open", "is_open", "queued_at", "id"),
+        Index("ix_return_case_team_open", "team", "is_open", "queued_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -161,6 +166,8 @@ class ReturnCase(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     # "<order_id>\x1f<sku>" while the case is open, NULL once terminal: one open case per order line.
     open_order_line: Mapped[str | None] = mapped_column(String(210), unique=True)
+    # True until the case is resolved or cancelled; the database checks it against `status`.
+    is_open: Mapped[bool] = mapped_column(default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -1,7 +1,7 @@
-"""Pydantic models shared by the HTTP API and the Temporal payloads (one input model per message)."""
+"""The HTTP API's request and response models. (What workflows carry is in workflows/messages.py.)"""
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -54,7 +54,7 @@ class Schema(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class Page(Schema, Generic[T]):
+class Page[T](Schema):
     """One page of a list; pass `next_cursor` back as `cursor` for the next page."""
 
     items: list[T]
@@ -252,69 +252,3 @@ class WebhookDeliveryPublic(Schema):
 
 class WebhookTestResult(WebhookDeliveryPublic):
     """The test ping's attempt, as recorded."""
-
-
-# --- Temporal payloads --------------------------------------------------------------------------
-
-
-class Reservation(Schema):
-    """Dispatch paired this case with this agent; the case workflow must confirm it."""
-
-    case_id: str
-    agent_id: str
-
-
-class ReturnCaseInput(Schema):
-    """Input of `ReturnCaseWorkflow.run`."""
-
-    case_id: str
-    case: CaseCreate
-    filed_at: datetime
-    actor: str
-    idempotency_key: str | None = None
-
-
-class FileCaseInput(Schema):
-    """Input of the `file` update sent with the workflow start; the request must match the case."""
-
-    case: CaseCreate
-    idempotency_key: str | None = None
-
-
-class FileCaseResult(Schema):
-    case: CasePublic
-    # False when this request was a repeat of one that already filed the case.
-    created: bool
-
-
-class AgentReservedInput(Schema):
-    """Signal: dispatch reserved `agent_id` for this case."""
-
-    agent_id: str
-
-
-class CaseRequeuedInput(Schema):
-    """Signal: the holding agent was removed or changed, the case is back in the queue."""
-
-    agent_id: str
-    actor: str
-
-
-class ResolveCaseInput(Schema):
-    """Update/signal: the assignee resolves the case."""
-
-    agent_id: str
-    resolution: str | None = None
-
-
-class CancelCaseInput(Schema):
-    """Update/signal: cancel the case wherever it is."""
-
-    reason: str | None = None
-    actor: str = "system"
-
-
-class ReconcileResult(Schema):
-    dispatched: list[Reservation]
-    resignalled: list[Reservation]
-    repaired: list[str]

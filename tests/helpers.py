@@ -1,12 +1,11 @@
 """Small helpers to drive the API in tests."""
 
-import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
+
+from tests.support import eventually as eventually  # tests import it from here too
 
 API = "/api/v1"
 T = TypeVar("T")
@@ -59,15 +58,3 @@ async def get_case(api: httpx.AsyncClient, case_id: str) -> dict[str, Any]:
 
 async def resolve(api: httpx.AsyncClient, case_id: str, agent_id: str) -> httpx.Response:
     return await api.post(f"{API}/cases/{case_id}/resolve", json={"agent_id": agent_id, "resolution": "refunded"})
-
-
-async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 30.0) -> T:
-    """Poll `probe` until `done` holds, or fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached in {timeout}s; last value: {value!r}")
-        await asyncio.sleep(0.1)

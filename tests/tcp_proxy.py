@@ -1,4 +1,9 @@
-"""A TCP proxy on 127.0.0.1 that can cut the database off and let it back, for outage tests.
+"""A TCP proxy on 127.0.0.1 that can cut the database off, make it hang or make it slow, for fault tests.
+
+- `cut()`: connections are reset and new ones refused (or reset): a database that is down.
+- `hang()`: connections stay open and new ones are accepted, but nothing is forwarded either way until
+  `heal()` (a blackhole: a partition, a frozen host); what was held back is delivered then.
+- `slow(seconds)`: every chunk waits that long before it is forwarded, each way (latency).
 
 The proxy runs its own event loop in a thread, so it keeps forwarding whatever the test's loop is doing.
 """
@@ -32,6 +37,8 @@ class TcpProxy:
         self.accepted = 0
         self.reset = 0
         self._outage: Outage | None = None
+        self._latency = 0.0
+        self._flowing: asyncio.Event | None = None
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
@@ -49,8 +56,16 @@ class TcpProxy:
         self._call(self._cut(outage))
 
     def heal(self) -> None:
-        """Forward again."""
+        """Forward again, at full speed."""
         self._call(self._heal())
+
+    def hang(self) -> None:
+        """Accept connections but forward nothing (both ways) until `heal()`."""
+        self._call(self._set_flow(flowing=False))
+
+    def slow(self, seconds: float) -> None:
+        """Delay every chunk by `seconds` before forwarding it, until `heal()`."""
+        self._latency = seconds
 
     def stop(self) -> None:
         if self._thread.is_alive():
@@ -68,7 +83,16 @@ class TcpProxy:
 
     # --- the proxy itself, on its own loop -------------------------------------------------------
 
+    async def _set_flow(self, *, flowing: bool) -> None:
+        if self._flowing is None:
+            self._flowing = asyncio.Event()
+        if flowing:
+            self._flowing.set()
+        else:
+            self._flowing.clear()
+
     async def _listen(self) -> None:
+        await self._set_flow(flowing=True)
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -85,6 +109,8 @@ class TcpProxy:
 
     async def _heal(self) -> None:
         self._outage = None
+        self._latency = 0.0
+        await self._set_flow(flowing=True)
         if self._server is None:
             await self._listen()
 
@@ -103,6 +129,12 @@ class TcpProxy:
         if self._outage is not None:
             self._abort(client_writer)
             return
+        assert self._flowing is not None
+        self._open.add(client_writer)
+        await self._flowing.wait()  # a hung database accepts, then says nothing
+        self._open.discard(client_writer)
+        if client_writer.is_closing():
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
@@ -117,10 +149,13 @@ class TcpProxy:
                 self._open.discard(writer)
                 writer.transport.abort()
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self._flowing is not None
         try:
             while data := await reader.read(65536):
+                if self._latency:
+                    await asyncio.sleep(self._latency)
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

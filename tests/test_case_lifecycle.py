@@ -4,11 +4,11 @@ import asyncio
 
 from sqlalchemy import select
 
-from core.models import CaseEvent, utcnow
-from core.schemas import Reservation
+from core.models import CaseEvent
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, case_body, eventually, file_case, get_case, new_team, resolve
 from tests.invariants import assert_holding_invariants
+from workflows.messages import Reservation
 
 
 async def test_file_case_assigned_when_agent_free(any_stack: Stack) -> None:
@@ -301,7 +301,7 @@ async def test_queue_figures(stack: Stack) -> None:
 
 
 async def test_resolve_signal_from_ops_resolves_case(stack: Stack) -> None:
-    from core.schemas import ResolveCaseInput
+    from workflows.messages import ResolveCaseInput
     from workflows.return_case import ReturnCaseWorkflow
 
     api = stack.api
@@ -328,16 +328,16 @@ def _event_count(stack: Stack, case_id: str) -> int:
 async def test_retried_resolve_delivers_the_hand_off_again(stack: Stack) -> None:
     """A resolve retried after its commit returns the freed agent's still-unconfirmed reservation again."""
     from core import agents, cases
-    from core.schemas import AgentCreate, CaseCreate
+    from core.schemas import AgentCreate
+    from workflows.messages import CaseDraft
 
     team = await new_team(stack.api)
-    now = utcnow()
     with stack.session_factory.begin() as session:
         agent = agents.create_agent(session=session, data=AgentCreate(name="A", email=f"{team}@x.example", team=team))
-        first, _ = cases.open_case(session=session, case_id=f"c-{team}-1", data=CaseCreate(**case_body(team)),
-                                   filed_at=now, actor="test", idempotency_key=None)  # fmt: skip
-        second, _ = cases.open_case(session=session, case_id=f"c-{team}-2", data=CaseCreate(**case_body(team)),
-                                    filed_at=now, actor="test", idempotency_key=None)  # fmt: skip
+        first, _ = cases.open_case(session=session, case_id=f"c-{team}-1", data=CaseDraft(**case_body(team)),
+                                   actor="test", idempotency_key=None)  # fmt: skip
+        second, _ = cases.open_case(session=session, case_id=f"c-{team}-2", data=CaseDraft(**case_body(team)),
+                                    actor="test", idempotency_key=None)  # fmt: skip
         cases.confirm_assignment(session=session, case_id=first.id, agent_id=agent.agent.id, actor="test")
 
     def retry_resolve() -> list[Reservation]:

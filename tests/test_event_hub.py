@@ -13,7 +13,6 @@ from api.event_hub import EventHub
 from core import agents as agent_service
 from core import cases as case_service
 from core.events import Audience
-from core.models import utcnow
 from core.outbox import last_event_id, read_events
 from core.schemas import AgentCreate
 from tests.conftest import Stack
@@ -146,9 +145,8 @@ async def test_an_agent_sees_their_cases_their_teams_queue_and_themselves_only(s
         case_id = f"c{uuid.uuid4().hex[:20]}"
         with stack.session_factory.begin() as session:
             case_service.open_case(
-                session=session, case_id=case_id, data=filing(team_name), filed_at=utcnow(), actor="t",
-                idempotency_key=None,
-            )  # fmt: skip
+                session=session, case_id=case_id, data=filing(team_name), actor="t", idempotency_key=None
+            )
         return case_id
 
     me = agent(team)

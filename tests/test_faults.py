@@ -7,11 +7,8 @@ ever held two cases and no case two agents; and no answer was a 5xx other than a
 """
 
 import asyncio
-import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,42 +23,22 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.errors import install_error_handlers
-from api.main import create_app
-from core.config import Settings
 from core.db import make_engine, make_session_factory, run_transaction
 from tests.conftest import Stack
-from tests.fault_support import (
-    BusyDesk,
-    TemporalDevServer,
-    Traffic,
-    assert_nothing_lost,
-    drop_database,
-    own_database,
-)
+from tests.fault_support import BusyDesk, Traffic, assert_nothing_lost
 from tests.helpers import API, add_agent, case_body, eventually, new_team
-from tests.processes import ServiceProcess, worker_process
+from tests.support import (
+    ServiceProcess,
+    TemporalDevServer,
+    api_settings,
+    drop_database,
+    in_process_api,
+    own_database,
+    through,
+    worker_env,
+    worker_process,
+)
 from tests.tcp_proxy import Outage, TcpProxy
-
-
-def api_settings(env: dict[str, str]) -> Settings:
-    """The API's settings for the workers' environment; a short Temporal wait so an outage is a quick 503."""
-    return Settings(
-        DATABASE_URL=env["DATABASE_URL"],
-        TEMPORAL_ADDRESS=env["TEMPORAL_ADDRESS"],
-        TASK_QUEUE=env["TASK_QUEUE"],
-        TEMPORAL_RPC_TIMEOUT_SECONDS=3,
-        DB_POOL_SIZE=8,
-    )
-
-
-@asynccontextmanager
-async def in_process_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app with its lifespan, called in process."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=120) as api:
-            yield api
 
 
 async def held_case(api: httpx.AsyncClient, team: str) -> tuple[str, str]:
@@ -166,14 +143,7 @@ async def _restart_temporal_while_busy(
     server = TemporalDevServer(tmp_path)
     server.start()
     await server.wait_ready()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "TEMPORAL_ADDRESS": server.address,
-        "TASK_QUEUE": f"tq-{uuid.uuid4()}",
-        "RECONCILE_INTERVAL_SECONDS": "1",
-        "RESERVATION_RESIGNAL_SECONDS": "2",
-    }
+    env = worker_env(database_url, server.address)
     engine = make_engine(database_url, pool_size=2)
     traffic = Traffic()
     filed_count = 0
@@ -226,11 +196,6 @@ async def test_temporal_stopped_and_crashed_repeatedly(mysql_url: str, tmp_path:
 
 
 # --- c. the database cut off ------------------------------------------------------------------------
-
-
-def through(proxy: TcpProxy, url: str) -> str:
-    """`url` with its host and port replaced by the proxy's."""
-    return make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
 
 
 async def _assert_database_outage_answers(api: httpx.AsyncClient, team: str, case_id: str, agent_id: str) -> None:

@@ -12,14 +12,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.ids import new_id
-from core.invariants import (
-    Violation,
-    ViolationKind,
-    check_database,
-    find_violations,
-    find_workflow_violations,
-    snapshot_session,
-)
 from core.models import (
     PRIORITY_RANK,
     Agent,
@@ -33,6 +25,14 @@ from core.models import (
     utcnow,
 )
 from core.outbox import buffer_event
+from ops.invariants import (
+    Violation,
+    ViolationKind,
+    check_database,
+    find_violations,
+    find_workflow_violations,
+    snapshot_session,
+)
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, eventually, file_case, get_case, new_team, resolve
 
@@ -130,7 +130,7 @@ class Scene:
     def _close(self, case_id: str, at: float, to: CaseStatus) -> None:
         case = self.cases[case_id]
         before = case.status
-        case.status, case.open_order_line = to, None
+        case.status, case.open_order_line, case.is_open = to, None, False
         if to == CaseStatus.RESOLVED:
             case.resolved_at = self.t(at)
         else:
@@ -633,7 +633,7 @@ def _cancel_behind_the_workflows_back(stack: Stack, case_id: str) -> None:
         row = session.get(ReturnCase, case_id)
         assert row is not None and row.status == CaseStatus.QUEUED
         now = utcnow()
-        row.status, row.cancelled_at, row.open_order_line = CaseStatus.CANCELLED, now, None
+        row.status, row.cancelled_at, row.open_order_line, row.is_open = CaseStatus.CANCELLED, now, None, False
         buffer_event(
             session=session,
             row=CaseEvent(case_id=case_id, at=now, type="cancelled", actor="test", from_status=CaseStatus.QUEUED,

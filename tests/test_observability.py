@@ -30,7 +30,7 @@ from core.logging import EmailRedactingFilter, JsonFormatter, case_context
 from core.models import Agent, AgentStatus, utcnow
 from tests.conftest import Stack, start_stack, temporal_address
 from tests.helpers import API, add_agent, eventually, file_case, get_case, new_team, resolve
-from tests.processes import ServiceProcess, child_env, free_port, running, worker_process
+from tests.support import ServiceProcess, child_env, free_port, running, worker_process
 
 Samples = list[tuple[dict[str, str], float]]
 
@@ -281,13 +281,17 @@ async def test_ui_row_details_panel_and_summaries(lifecycle: Lifecycle) -> None:
         assert event.user_metadata.summary.data, event
 
 
-async def test_reconciler_schedule_is_listed(lifecycle: Lifecycle) -> None:
-    from core.temporal import reconciler_schedule_id
+async def test_reconciler_is_one_running_workflow_found_by_type(lifecycle: Lifecycle) -> None:
+    from core.temporal import reconciler_id
+    from workflows.reconcile import ReconcileWorkflow
 
-    async def schedule_ids() -> list[str]:
-        return [s.id async for s in await lifecycle.client.list_schedules()]
-
-    await eventually(schedule_ids, lambda ids: reconciler_schedule_id(lifecycle.stack.settings) in ids)
+    reconciler = reconciler_id(lifecycle.stack.settings)
+    query = f'WorkflowType = "ReconcileWorkflow" AND WorkflowId = "{reconciler}" AND ExecutionStatus = "Running"'
+    await _eventually_found(lifecycle.client, query, {reconciler})
+    state = await lifecycle.client.get_workflow_handle_for(ReconcileWorkflow.run, reconciler).query(
+        ReconcileWorkflow.state
+    )
+    assert state.passes >= 1 and not state.paused
 
 
 # --- history endpoint ---------------------------------------------------------------------------------

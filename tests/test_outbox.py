@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import agents as agent_service
 from core import cases as case_service
 from core import teams as team_service
-from core.models import AgentEvent, CaseEvent, CaseStatus, utcnow
+from core.models import AgentEvent, CaseEvent, CaseStatus
 from core.outbox import last_event_id, pending_events, read_events
-from core.schemas import AgentCreate, AgentUpdate, CaseCreate
+from core.schemas import AgentCreate, AgentUpdate
 from tests.conftest import Stack
+from workflows.messages import CaseDraft
 
 
 def make_team(session_factory: sessionmaker[Session]) -> str:
@@ -27,8 +28,8 @@ def make_team(session_factory: sessionmaker[Session]) -> str:
     return name
 
 
-def filing(team: str) -> CaseCreate:
-    return CaseCreate(
+def filing(team: str) -> CaseDraft:
+    return CaseDraft(
         customer_name="Dana",
         customer_email="dana@shop.example",
         order_id=f"o-{uuid.uuid4().hex[:10]}",
@@ -41,9 +42,7 @@ def filing(team: str) -> CaseCreate:
 
 def open_case(session: Session, team: str) -> str:
     case_id = f"c{uuid.uuid4().hex[:20]}"
-    case_service.open_case(
-        session=session, case_id=case_id, data=filing(team), filed_at=utcnow(), actor="test", idempotency_key=None
-    )
+    case_service.open_case(session=session, case_id=case_id, data=filing(team), actor="test", idempotency_key=None)
     return case_id
 
 

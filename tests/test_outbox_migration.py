@@ -15,7 +15,8 @@ from core.config import PROJECT_ROOT
 from core.db import make_engine, make_session_factory
 from core.outbox import last_event_id, read_events
 from core.schemas import AgentUpdate
-from tests.conftest import DEFAULT_TEST_DATABASE_URL, fresh_mysql_database
+from tests.conftest import DEFAULT_TEST_DATABASE_URL
+from tests.support import fresh_mysql_database
 
 
 def alembic(url: str, *args: str) -> None:
@@ -47,7 +48,7 @@ def test_upgrade_renumbers_agent_events_and_starts_the_sequence() -> None:
         for _ in range(5):
             conn.execute(text("INSERT INTO agent_event (agent_id, at, type, actor, status, team, removed, data)"
                               " VALUES ('a1', NOW(6), 'updated', 't', 'away', 'returns', 0, '{}')"))  # fmt: skip
-    alembic(url, "upgrade", "0005")
+    alembic(url, "upgrade", "0005")  # through the revisions in between
     with engine.connect() as conn:
         case_ids = list(conn.execute(text("SELECT id FROM case_event ORDER BY id")).scalars())
         agent_ids = list(conn.execute(text("SELECT id FROM agent_event ORDER BY id")).scalars())
@@ -65,7 +66,7 @@ def test_upgrade_renumbers_agent_events_and_starts_the_sequence() -> None:
         newest = read_events(session=session, after=10)
         assert [(e.id, e.kind, e.type) for e in newest] == [(11, "agent", "updated")]
     app_engine.dispose()
-    alembic(url, "downgrade", "0002")
+    alembic(url, "downgrade", "-1")  # back to the revision before this one
     server = create_engine(base.set(database=""))
     with server.connect() as conn:
         conn.execute(text(f"DROP DATABASE `{base.database}_migration`"))

@@ -6,8 +6,8 @@ from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus
 
 from core.cases import requeue, resolve_case
-from core.invariants import find_workflow_violations
 from core.models import Agent, AgentStatus, ReturnCase
+from ops.invariants import find_workflow_violations
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, file_case, new_team, resolve
 from workflows.return_case import ReturnCaseWorkflow

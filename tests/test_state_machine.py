@@ -6,7 +6,7 @@ agent or as another one, cancel it, add an agent (available or away), set an age
 remove an agent, move an agent to the other team. After every step the service is let to settle (no
 reservation left unconfirmed) and then:
 
-- the invariant checker (core/invariants.py) finds nothing on the two teams;
+- the invariant checker (ops/invariants.py) finds nothing on the two teams;
 - no eligible agent is idle while a case of their team waits (dispatch runs in the same transaction as
   every change, so not even for a moment once the workflows have confirmed);
 - every answer was the one the case's state called for: 200 for an allowed transition, 409 for a
@@ -49,8 +49,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.main import create_app
-from core.invariants import check_database, find_workflow_violations
 from core.models import Agent, ReturnCase
+from ops.invariants import check_database, find_workflow_violations
 from tests.fault_support import IsolatedDesk, isolated_desk
 from tests.helpers import API, case_body
 

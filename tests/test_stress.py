@@ -4,7 +4,7 @@ dev server and MariaDB, driven over HTTP by simulated customers, agents, admins 
 Customers file cases (a fifth of them fire the same Idempotency-Key three times in parallel, at both
 APIs); agents resolve what they hold (some first try a case that is not theirs, some send their resolve
 twice at once); ops cancel cases; admins send agents away and back, move them between teams, and remove
-agents who hold a case. The invariant checker (core/invariants.py) runs every few seconds during the
+agents who hold a case. The invariant checker (ops/invariants.py) runs every few seconds during the
 run and at the end: zero violations, every case terminal, every hand-off in serving order according
 to the case events, and the database agreeing with every workflow.
 
@@ -32,16 +32,22 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.api.enums.v1 import WorkflowTaskFailedCause
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from core.config import Settings
 from core.db import make_engine, make_session_factory
-from core.invariants import Violation, check_database, find_workflow_violations
 from core.models import TERMINAL_STATUSES, CaseEvent, ReturnCase
-from core.temporal import reconciler_schedule_id
+from ops.invariants import Violation, check_database, find_workflow_violations
 from tests.helpers import API, case_body
-from tests.processes import ServiceProcess, api_process, free_port, running, wait_until_ready, worker_process
+from tests.support import (
+    ServiceProcess,
+    api_process,
+    free_port,
+    running,
+    stop_reconciler,
+    wait_for_log_async,
+    wait_until_ready,
+    worker_process,
+)
 
 WORKERS = 3
 APIS = 2
@@ -75,24 +81,6 @@ class Topology:
     session_factory: sessionmaker[Session]
 
 
-async def delete_reconciler(client: Client, task_queue: str) -> None:
-    """Our workers' reconciler schedule (one per task queue) would fire every second for the rest of the
-    session on a queue nobody polls any more: remove it."""
-    try:
-        await client.get_schedule_handle(reconciler_schedule_id(Settings(TASK_QUEUE=task_queue))).delete()
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise
-
-
-async def wait_for_log(process: ServiceProcess, text: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in process.log_text():
-        assert process.alive(), f"{process.name} exited:\n{process.log_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"{process.name} never logged {text!r}:\n{process.log_text()[-3000:]}"
-        await asyncio.sleep(0.2)
-
-
 @pytest_asyncio.fixture
 async def topology(
     worker_process_env: dict[str, str], temporal_env: WorkflowEnvironment, tmp_path: Path
@@ -107,12 +95,12 @@ async def topology(
         with running(*workers, *apis):
             await asyncio.gather(
                 *(asyncio.to_thread(wait_until_ready, url, 90) for url in urls),
-                *(wait_for_log(w, "worker polling task queue") for w in workers),
+                *(wait_for_log_async(w, "worker polling task queue") for w in workers),
             )
             yield Topology(urls, workers, apis, temporal_env.client, make_session_factory(engine))
     finally:
         engine.dispose()
-        await delete_reconciler(temporal_env.client, env["TASK_QUEUE"])
+        await stop_reconciler(temporal_env.client, env["TASK_QUEUE"])
 
 
 # --- the simulated people -----------------------------------------------------------------------

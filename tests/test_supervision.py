@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import func, select
 
 from api.main import create_app
-from core.config import PROJECT_ROOT, Settings
-from core.invariants import check_database, find_workflow_violations
+from core.config import PROJECT_ROOT
 from core.models import CaseEvent, CaseStatus, ReturnCase
+from ops.invariants import check_database, find_workflow_violations
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, case_body, new_team
-from tests.processes import ServiceProcess, child_env, free_port, wait_until_ready, worker_process
+from tests.support import api_settings, child_env, free_port, wait_for_log, wait_until_ready, worker_process
 
 # --- make dev ----------------------------------------------------------------------------------
 
@@ -195,14 +195,6 @@ async def _resolve_everything(api: httpx.AsyncClient, team: str, agent_ids: list
     return resolved
 
 
-def _wait_for_log(process: ServiceProcess, text: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in process.log_text():
-        assert process.alive(), process.log_text()[-3000:]
-        assert time.monotonic() < deadline, f"{process.name} never logged {text!r}:\n{process.log_text()[-3000:]}"
-        time.sleep(0.2)
-
-
 async def _file_retrying(api: httpx.AsyncClient, team: str, n: int) -> int:
     """File a case as a storefront would: with an Idempotency-Key, again after a 503 (the API waits only
     3 s for the workflow here). Returns the final status: 201, or 200 when a retry met the first try."""
@@ -229,18 +221,13 @@ def _resolved_count(stack: Stack, team: str) -> int:
 async def test_worker_drains_on_sigterm_and_leaves_nothing_half_written(
     stack: Stack, worker_process_env: dict[str, str], tmp_path: Path
 ) -> None:
-    settings = Settings(
-        DATABASE_URL=worker_process_env["DATABASE_URL"],
-        TEMPORAL_ADDRESS=worker_process_env["TEMPORAL_ADDRESS"],
-        TASK_QUEUE=worker_process_env["TASK_QUEUE"],
-        TEMPORAL_RPC_TIMEOUT_SECONDS=3,
-    )
+    settings = api_settings(worker_process_env)
     first = worker_process("worker-1", worker_process_env, tmp_path)
     second = worker_process("worker-2", worker_process_env, tmp_path)
     app = create_app(settings)
     try:
         first.start()
-        await asyncio.to_thread(_wait_for_log, first, "worker polling task queue")
+        await asyncio.to_thread(wait_for_log, first, "worker polling task queue")
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as api:

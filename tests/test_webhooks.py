@@ -20,12 +20,12 @@ from core import cases as case_service
 from core import webhooks as webhook_service
 from core.config import Settings
 from core.events import public_type
-from core.models import SystemEvent, WebhookDelivery, WebhookEndpoint, utcnow
+from core.models import SystemEvent, WebhookDelivery, WebhookEndpoint
 from core.outbox import read_events
 from core.schemas import AgentCreate, AgentUpdate
 from core.temporal import start_webhook_delivery
 from tests.conftest import TEST_SECRET_KEY, Stack
-from tests.processes import running, worker_process
+from tests.support import running, worker_process
 from tests.test_outbox import TwoTransitions, filing, make_team
 from tests.webhook_receiver import Answer, Received, Receiver
 from worker import all_activities, build_worker
@@ -82,9 +82,8 @@ class Traffic:
         case_id = f"c{uuid.uuid4().hex[:20]}"
         with self.stack.session_factory.begin() as session:
             case_service.open_case(
-                session=session, case_id=case_id, data=filing(self.team), filed_at=utcnow(), actor="t",
-                idempotency_key=None,
-            )  # fmt: skip
+                session=session, case_id=case_id, data=filing(self.team), actor="t", idempotency_key=None
+            )
         self.cases.append(case_id)
         return case_id
 

@@ -8,11 +8,10 @@ from pathlib import Path
 import httpx
 
 from api.main import create_app
-from core.config import Settings
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, case_body, eventually, new_team
 from tests.invariants import assert_holding_invariants
-from tests.processes import worker_process
+from tests.support import api_settings, worker_process
 
 
 async def _resolve_until_done(api: httpx.AsyncClient, case_id: str, agent_id: str) -> None:
@@ -29,12 +28,7 @@ async def _resolve_until_done(api: httpx.AsyncClient, case_id: str, agent_id: st
 async def test_worker_killed_mid_flight_loses_no_case(
     stack: Stack, worker_process_env: dict[str, str], tmp_path: Path
 ) -> None:
-    settings = Settings(
-        DATABASE_URL=worker_process_env["DATABASE_URL"],
-        TEMPORAL_ADDRESS=worker_process_env["TEMPORAL_ADDRESS"],
-        TASK_QUEUE=worker_process_env["TASK_QUEUE"],
-        TEMPORAL_RPC_TIMEOUT_SECONDS=3,
-    )
+    settings = api_settings(worker_process_env)
     app = create_app(settings)
     first = worker_process("worker-1", worker_process_env, tmp_path)
     second = worker_process("worker-2", worker_process_env, tmp_path)

@@ -9,10 +9,10 @@ from temporalio.common import SearchAttributeUpdate
 
 from core import search_attributes as sa
 from core.models import CaseStatus
-from core.schemas import CasePublic
+from workflows.messages import CaseRecord
 
 
-def search_attribute_updates(case: CasePublic) -> list[SearchAttributeUpdate[str]]:
+def search_attribute_updates(case: CaseRecord) -> list[SearchAttributeUpdate[str]]:
     """Every search attribute of the case, current (AgentId is unset while nobody holds it)."""
     return [
         sa.CASE_STATUS.value_set(case.status.value),
@@ -46,13 +46,13 @@ def _at(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _waited(case: CasePublic, until: datetime | None) -> str:
+def _waited(case: CaseRecord, until: datetime | None) -> str:
     if until is None:
         return ""
     return f"waited {format_duration(until - case.queued_at)} for an agent (in line since {_at(case.queued_at)})"
 
 
-def current_details(case: CasePublic) -> str:
+def current_details(case: CaseRecord) -> str:
     """The live details panel: the state, who holds the case, and how long it waited."""
     agent = f"agent `{case.agent_id}`" if case.agent_id else "no agent"
     if case.status == CaseStatus.QUEUED:

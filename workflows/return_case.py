@@ -1,37 +1,34 @@
 """The durable lifecycle of one return case."""
 
-import asyncio
-
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.cases import (
-        CancelInput,
-        CaseActivities,
-        CloseResult,
-        ConfirmAssignmentInput,
-        OpenCaseInput,
-        ResolveInput,
-    )
+    from activities.cases import CaseActivities
     from core.errors import DomainError
     from core.logging import case_context
     from core.metrics import record_case_transition
     from core.models import TERMINAL_STATUSES, CaseStatus
     from core.rules import cancel_refusal, resolve_refusal
-    from core.schemas import (
+    from workflows.case_ui import current_details, search_attribute_updates
+    from workflows.delivery import AGENT_RESERVED, CASE_REQUEUED, deliveries, signal_from_workflow
+    from workflows.messages import (
         AgentReservedInput,
         CancelCaseInput,
-        CasePublic,
+        CancelInput,
+        CaseRecord,
         CaseRequeuedInput,
+        CloseResult,
+        ConfirmAssignmentInput,
         FileCaseInput,
         FileCaseResult,
+        OpenCaseInput,
         Reservation,
         ResolveCaseInput,
+        ResolveInput,
         ReturnCaseInput,
     )
-    from workflows.case_ui import current_details, search_attribute_updates
-    from workflows.policies import DB_RETRY, DB_TIMEOUT
+    from workflows.policies import db_step
 
 
 def as_application_error(error: DomainError | None) -> ApplicationError | None:
@@ -53,7 +50,7 @@ class ReturnCaseWorkflow:
     @workflow.init
     def __init__(self, input: ReturnCaseInput) -> None:
         self._input = input
-        self._case: CasePublic | None = None
+        self._case: CaseRecord | None = None
         self._rejection: ApplicationError | None = None
         self._first_file_update: str | None = None
         self._reserved_agent: str | None = None
@@ -67,27 +64,21 @@ class ReturnCaseWorkflow:
         self._cancel_error: ApplicationError | None = None
 
     @workflow.run
-    async def run(self, input: ReturnCaseInput) -> CasePublic | None:
+    async def run(self, input: ReturnCaseInput) -> CaseRecord | None:
         try:
-            # The case's database steps are local activities: each is one short transaction, and running it
-            # inside the workflow task saves the activity task round trips through the server (see
-            # docs/performance.md). They stay idempotent, so a re-run after a lost workflow task is harmless.
-            opened = await workflow.execute_local_activity_method(
+            # Every database step goes through db_step: a local activity (one short transaction, run inside the
+            # workflow task, which saves the activity task round trips; see docs/performance.md), and a
+            # regular activity only if the database stays down. Steps are idempotent, so a re-run is harmless.
+            opened = await db_step(
                 CaseActivities.open_case,
                 OpenCaseInput(
-                    case_id=input.case_id,
-                    case=input.case,
-                    filed_at=input.filed_at,
-                    actor=input.actor,
-                    idempotency_key=input.idempotency_key,
+                    case_id=input.case_id, case=input.case, actor=input.actor, idempotency_key=input.idempotency_key
                 ),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=DB_RETRY,
                 summary="file the case and look for a free agent",
             )
-        except (ActivityError, ApplicationError) as err:
+        except ApplicationError as refusal:
             # The filing was refused (e.g. the order line already has an open case): no case exists.
-            self._rejection = self._business_error(err)
+            self._rejection = refusal
             await workflow.wait_condition(workflow.all_handlers_finished)
             return None
         self._apply(opened.case)
@@ -113,11 +104,9 @@ class ReturnCaseWorkflow:
         self._reserved_agent = None
         self._confirming = agent_id
         try:
-            case = await workflow.execute_local_activity_method(
+            case = await db_step(
                 CaseActivities.confirm_assignment,
                 ConfirmAssignmentInput(case_id=self._input.case_id, agent_id=agent_id),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=DB_RETRY,
                 summary=f"assign agent {agent_id}" if agent_id else "read the case back",
             )
         finally:
@@ -126,7 +115,7 @@ class ReturnCaseWorkflow:
 
     async def _run_resolve(self, request: ResolveCaseInput) -> None:
         try:
-            closed: CloseResult = await workflow.execute_local_activity_method(
+            closed: CloseResult = await db_step(
                 CaseActivities.resolve_case,
                 ResolveInput(
                     case_id=self._input.case_id,
@@ -134,13 +123,11 @@ class ReturnCaseWorkflow:
                     resolution=request.resolution,
                     actor=f"agent:{request.agent_id}",
                 ),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=DB_RETRY,
                 summary=f"resolve for agent {request.agent_id} and hand them the next case",
             )
-        except (ActivityError, ApplicationError) as err:
+        except ApplicationError as refusal:
             # The database refused (our view was stale, e.g. the agent was removed): learn the truth.
-            self._resolve_error = self._business_error(err)
+            self._resolve_error = refusal
             await self._confirm(None)
         else:
             self._resolve_error = None
@@ -152,15 +139,13 @@ class ReturnCaseWorkflow:
 
     async def _run_cancel(self, request: CancelCaseInput) -> None:
         try:
-            closed: CloseResult = await workflow.execute_local_activity_method(
+            closed: CloseResult = await db_step(
                 CaseActivities.cancel_case,
                 CancelInput(case_id=self._input.case_id, reason=request.reason, actor=request.actor),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=DB_RETRY,
                 summary="cancel, free the agent and hand them the next case",
             )
-        except (ActivityError, ApplicationError) as err:
-            self._cancel_error = self._business_error(err)
+        except ApplicationError as refusal:
+            self._cancel_error = refusal
             await self._confirm(None)
         else:
             self._cancel_error = None
@@ -172,44 +157,15 @@ class ReturnCaseWorkflow:
 
     async def _deliver(self, reservations: list[Reservation]) -> None:
         """Tell every case that dispatch just reserved an agent for; our own reservation we take directly."""
-        others = []
         for reservation in reservations:
             if reservation.case_id == self._input.case_id:
                 self._reserved_agent = reservation.agent_id
-            else:
-                others.append(self._signal_reserved(reservation))
-        await asyncio.gather(*others)
-
-    async def _signal_reserved(self, reservation: Reservation) -> None:
-        handle = workflow.get_external_workflow_handle(f"case-{reservation.case_id}")
-        try:
-            await handle.signal(ReturnCaseWorkflow.agent_reserved, AgentReservedInput(agent_id=reservation.agent_id))
-        except FailureError as err:
-            # The case workflow is gone; the reconciler repairs the reservation.
-            workflow.logger.warning(
-                "could not signal case %s: %s",
-                reservation.case_id,
-                err,
-                extra=case_context(reservation.case_id, reservation.agent_id),
-            )
-
-    @staticmethod
-    def _business_error(err: ActivityError | ApplicationError) -> ApplicationError:
-        """The refusal a failed database step carries; anything else propagates.
-
-        A local activity's failure reaches the workflow as the ApplicationError itself (temporalio 1.35),
-        a regular activity's as an ActivityError caused by it: both must be caught, or a refusal fails the
-        whole case workflow and leaves its case open for ever.
-        """
-        cause = err.cause if isinstance(err, ActivityError) else err
-        if isinstance(cause, ApplicationError) and cause.non_retryable:
-            return cause
-        raise err
+        await signal_from_workflow(deliveries(r for r in reservations if r.case_id != self._input.case_id))
 
     def _is_terminal(self) -> bool:
         return self._case is not None and self._case.status in TERMINAL_STATUSES
 
-    def _apply(self, case: CasePublic) -> None:
+    def _apply(self, case: CaseRecord) -> None:
         """Adopt the database's view of the case, and tell the UI and the metrics."""
         before, self._case = self._case, case
         if case.status == CaseStatus.RESERVED and case.agent_id:
@@ -248,7 +204,7 @@ class ReturnCaseWorkflow:
             )
 
     @workflow.update
-    async def resolve(self, input: ResolveCaseInput) -> CasePublic:
+    async def resolve(self, input: ResolveCaseInput) -> CaseRecord:
         """Resolve the case for its assignee; repeated by the same agent it answers the same."""
         if not self._is_terminal():
             if self._resolve is None:
@@ -280,7 +236,7 @@ class ReturnCaseWorkflow:
         return as_application_error(resolve_refusal(self._case, input.agent_id))
 
     @workflow.update
-    async def cancel(self, input: CancelCaseInput) -> CasePublic:
+    async def cancel(self, input: CancelCaseInput) -> CaseRecord:
         """Cancel the case wherever it stands."""
         assert self._case is not None
         if self._cancel is None and not self._is_terminal():
@@ -299,13 +255,13 @@ class ReturnCaseWorkflow:
         if refusal is not None:
             raise refusal
 
-    @workflow.signal
+    @workflow.signal(name=AGENT_RESERVED)
     def agent_reserved(self, input: AgentReservedInput) -> None:
         """Dispatch reserved an agent for this case; confirm it (duplicates are harmless)."""
         if not self._is_terminal():
             self._reserved_agent = input.agent_id
 
-    @workflow.signal
+    @workflow.signal(name=CASE_REQUEUED)
     def case_requeued(self, input: CaseRequeuedInput) -> None:
         """The holding agent is gone; read the case back from the database."""
         if self._case is not None and self._case.agent_id == input.agent_id and not self._is_terminal():
@@ -331,6 +287,6 @@ class ReturnCaseWorkflow:
             self._cancel = input
 
     @workflow.query
-    def get_case(self) -> CasePublic | None:
+    def get_case(self) -> CaseRecord | None:
         """The case as the workflow last saw it in the database."""
         return self._case

@@ -6,27 +6,12 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.webhooks import DeliverInput, WebhookActivities
-    from core.schemas import Schema
+    from activities.webhooks import WebhookActivities
+    from workflows.messages import DeliverInput, WebhookDeliveryInput, WebhookDeliveryResult
 
 # Rounds (one delivery activity each, ~30 s when idle) per run before continuing as new: about 6 history
 # events a round, so a run stays near a thousand events.
 ROUNDS_PER_RUN = 150
-
-
-class WebhookDeliveryInput(Schema):
-    """Input of `WebhookDeliveryWorkflow.run`; the retry schedule comes from the settings of whoever started it."""
-
-    endpoint_id: str
-    retry_initial_seconds: float
-    retry_max_interval_seconds: float
-
-
-class WebhookDeliveryResult(Schema):
-    """Why the workflow ended: the endpoint was disabled or deleted."""
-
-    endpoint_id: str
-    reason: str | None
 
 
 def workflow_id_for_webhook(endpoint_id: str) -> str:

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Query, Response, status
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from temporalio.client import (
     Client,
@@ -25,25 +24,21 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import ActorDep, SessionDep, SettingsDep, TemporalClientDep
+from api.deps import ActorDep, Database, DatabaseDep, SettingsDep, TemporalClientDep
 from api.errors import domain_error_from_update, error_responses, temporal_outage
 from core import cases as case_service
 from core import search_attributes as sa
 from core.config import Settings
-from core.errors import DomainError, IdempotencyKeyReused, UnknownTeam
+from core.errors import DomainError, IdempotencyKeyReused
 from core.ids import case_id_for_idempotency_key, new_id, workflow_id_for_case
-from core.models import CaseStatus, Team, utcnow
+from core.models import CaseStatus
 from core.rules import cancel_refusal, resolve_refusal
-from core.schemas import (
+from core.schemas import CaseCancel, CaseCreate, CaseEventPublic, CaseHistory, CasePublic, CaseResolve, Page
+from workflows.messages import (
     CancelCaseInput,
-    CaseCancel,
-    CaseCreate,
-    CaseEventPublic,
-    CaseHistory,
-    CasePublic,
-    CaseResolve,
+    CaseDraft,
+    CaseRecord,
     FileCaseInput,
-    Page,
     ResolveCaseInput,
     ReturnCaseInput,
 )
@@ -72,7 +67,7 @@ T = TypeVar("T")
 ABORTED_UPDATE_RETRY_DELAYS = (0.1, 0.3, 1.0)
 
 
-async def _send_update(send: Callable[[], Awaitable[T]]) -> T:
+async def _send_update[T](send: Callable[[], Awaitable[T]]) -> T:
     """Send an update, again if Temporal aborted it because the workflow task failed."""
     for delay in ABORTED_UPDATE_RETRY_DELAYS:
         try:
@@ -88,6 +83,11 @@ def _read_case(session: Session, case_id: str) -> CasePublic:
     return case_service.to_public(case_service.get_case(session=session, case_id=case_id))
 
 
+def _public(record: CaseRecord) -> CasePublic:
+    """A case a workflow returned, as the API shows it."""
+    return CasePublic.model_validate(record.model_dump())
+
+
 def _summary(data: CaseCreate) -> str:
     return f"{data.customer_name}: order {data.order_id}, {data.product_name} ({data.product_sku})"[:200]
 
@@ -100,24 +100,15 @@ def _details(data: CaseCreate) -> str:
     )
 
 
-def _precheck_filing(session: Session, data: CaseCreate, case_id: str) -> None:
-    """Refuse before any workflow starts: unknown team (422), order line already open (409)."""
-    if session.get(Team, data.team) is None:
-        raise UnknownTeam(f"team {data.team!r} does not exist")
-    other = case_service.find_open_case_for_order_line(
-        session=session, order_id=data.order_id, product_sku=data.product_sku
-    )
-    if other is not None and other.id != case_id:
-        raise case_service.duplicate_open_case_error(other)
+async def _existing_filing(db: Database, case_id: str, data: CaseCreate, key: str | None) -> CasePublic | None:
+    """The filing rules before any workflow starts (core/cases.py `check_filing`): the case this request
+    repeats, if any; a reused key (409), an unknown team (422) or an open order line (409) are refused."""
 
+    def check(session: Session) -> CasePublic | None:
+        existing = case_service.check_filing(session=session, case_id=case_id, data=data, idempotency_key=key)
+        return None if existing is None else case_service.to_public(existing)
 
-def _existing_for_key(session: Session, key: str, data: CaseCreate) -> CasePublic | None:
-    existing = case_service.find_by_idempotency_key(session=session, key=key)
-    if existing is None:
-        return None
-    if not case_service.matches_request(existing, data):
-        raise IdempotencyKeyReused(f"Idempotency-Key was already used for case {existing.id} with different details")
-    return case_service.to_public(existing)
+    return await db.read(check)
 
 
 @router.post(
@@ -132,34 +123,26 @@ def _existing_for_key(session: Session, key: str, data: CaseCreate) -> CasePubli
 async def create_case(
     body: CaseCreate,
     response: Response,
-    session: SessionDep,
+    db: DatabaseDep,
     client: TemporalClientDep,
     settings: SettingsDep,
     actor: ActorDep,
     idempotency_key: IdempotencyKey = None,
 ) -> CasePublic:
     """File a return case; it comes back `assigned` when an agent was free, else `queued`."""
-    if idempotency_key is not None:
-        existing = await run_in_threadpool(_existing_for_key, session, idempotency_key, body)
-        if existing is not None:
-            response.status_code = status.HTTP_200_OK
-            return existing
-        case_id = case_id_for_idempotency_key(idempotency_key)
-    else:
-        case_id = new_id("c")
-    await run_in_threadpool(_precheck_filing, session, body, case_id)
-    session.close()  # release the connection before the long Temporal round trip
-
+    case_id = new_id("c") if idempotency_key is None else case_id_for_idempotency_key(idempotency_key)
+    existing = await _existing_filing(db, case_id, body, idempotency_key)
+    if existing is not None:
+        response.status_code = status.HTTP_200_OK
+        return existing
     workflow_id = workflow_id_for_case(case_id)
-    filed_at = utcnow()
+    draft = CaseDraft.model_validate(body.model_dump())
 
-    def start() -> WithStartWorkflowOperation[ReturnCaseWorkflow, CasePublic | None]:
+    def start() -> WithStartWorkflowOperation[ReturnCaseWorkflow, CaseRecord | None]:
         """The workflow start sent with the `file` update (a fresh one per attempt: the SDK never reuses one)."""
         return WithStartWorkflowOperation(
             ReturnCaseWorkflow.run,
-            ReturnCaseInput(
-                case_id=case_id, case=body, filed_at=filed_at, actor=actor, idempotency_key=idempotency_key
-            ),
+            ReturnCaseInput(case_id=case_id, case=draft, actor=actor, idempotency_key=idempotency_key),
             id=workflow_id,
             task_queue=settings.TASK_QUEUE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -181,7 +164,7 @@ async def create_case(
         result = await _send_update(
             lambda: client.execute_update_with_start_workflow(
                 ReturnCaseWorkflow.file,
-                FileCaseInput(case=body, idempotency_key=idempotency_key),
+                FileCaseInput(case=draft, idempotency_key=idempotency_key),
                 start_workflow_operation=start(),
                 id=f"file-{uuid.uuid4()}",
                 rpc_timeout=_rpc_timeout(settings),
@@ -191,7 +174,7 @@ async def create_case(
         raise domain_error_from_update(err) from None
     except WorkflowAlreadyStartedError:
         # The workflow for this key ran and closed: the case exists, or the filing was refused.
-        existing = await run_in_threadpool(_existing_for_key, session, idempotency_key or "", body)
+        existing = await _existing_filing(db, case_id, body, idempotency_key)
         if existing is None:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key belongs to a filing that was refused; use a new key"
@@ -202,12 +185,12 @@ async def create_case(
         raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
     if not result.created:
         response.status_code = status.HTTP_200_OK
-    return result.case
+    return _public(result.case)
 
 
 @router.get("", response_model=Page[CasePublic], responses=error_responses(422, 503))
-def read_cases(
-    session: SessionDep,
+async def read_cases(
+    db: DatabaseDep,
     status: StatusFilter = None,
     agent_id: Annotated[str | None, Query(max_length=32)] = None,
     team: Annotated[str | None, Query(max_length=64)] = None,
@@ -216,28 +199,30 @@ def read_cases(
     limit: Limit = 50,
 ) -> Page[CasePublic]:
     """List cases oldest first, filtered by status (`active` = not terminal), agent, team or customer."""
-    rows, next_cursor = case_service.list_cases(
-        session=session,
-        status=status,
-        agent_id=agent_id,
-        team=team,
-        customer_email=customer_email,
-        cursor=cursor,
-        limit=limit,
+    rows, next_cursor = await db.read(
+        lambda s: case_service.list_cases(
+            session=s,
+            status=status,
+            agent_id=agent_id,
+            team=team,
+            customer_email=customer_email,
+            cursor=cursor,
+            limit=limit,
+        )
     )
     return Page[CasePublic](items=[case_service.to_public(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{case_id}", response_model=CasePublic, responses=error_responses(404, 422, 503))
-def read_case(case_id: str, session: SessionDep) -> CasePublic:
+async def read_case(case_id: str, db: DatabaseDep) -> CasePublic:
     """One case."""
-    return _read_case(session, case_id)
+    return await db.read(lambda s: _read_case(s, case_id))
 
 
 @router.get("/{case_id}/history", response_model=CaseHistory, responses=error_responses(404, 422, 503))
-def read_case_history(case_id: str, session: SessionDep, settings: SettingsDep) -> CaseHistory:
+async def read_case_history(case_id: str, db: DatabaseDep, settings: SettingsDep) -> CaseHistory:
     """Every transition of the case, oldest first, with who did it and a link to its workflow in the Temporal UI."""
-    events = case_service.case_history(session=session, case_id=case_id)
+    events = await db.read(lambda s: case_service.case_history(session=s, case_id=case_id))
     workflow_id = workflow_id_for_case(case_id)
     return CaseHistory(
         case_id=case_id,
@@ -249,12 +234,12 @@ def read_case_history(case_id: str, session: SessionDep, settings: SettingsDep) 
 
 @router.post("/{case_id}/resolve", response_model=CasePublic, responses=error_responses(400, 404, 409, 422, 503))
 async def resolve_case(
-    case_id: str, body: CaseResolve, session: SessionDep, client: TemporalClientDep, settings: SettingsDep
+    case_id: str, body: CaseResolve, db: DatabaseDep, client: TemporalClientDep, settings: SettingsDep
 ) -> CasePublic:
     """Resolve the case; only its assignee may. The agent is freed and takes the next waiting case."""
     return await _update_case(
         case_id,
-        session,
+        db,
         client,
         settings,
         send=lambda handle: handle.execute_update(
@@ -269,7 +254,7 @@ async def resolve_case(
 @router.post("/{case_id}/cancel", response_model=CasePublic, responses=error_responses(400, 404, 409, 422, 503))
 async def cancel_case(
     case_id: str,
-    session: SessionDep,
+    db: DatabaseDep,
     client: TemporalClientDep,
     settings: SettingsDep,
     actor: ActorDep,
@@ -278,7 +263,7 @@ async def cancel_case(
     """Cancel the case wherever it stands; a holding agent is freed and takes the next waiting case."""
     return await _update_case(
         case_id,
-        session,
+        db,
         client,
         settings,
         send=lambda handle: handle.execute_update(
@@ -292,20 +277,19 @@ async def cancel_case(
 
 async def _update_case(
     case_id: str,
-    session: Session,
+    db: Database,
     client: Client,
     settings: Settings,
     *,
-    send: Callable[[WorkflowHandle[ReturnCaseWorkflow, CasePublic | None]], Awaitable[CasePublic]],
+    send: Callable[[WorkflowHandle[ReturnCaseWorkflow, CaseRecord | None]], Awaitable[CaseRecord]],
     refusal: Callable[[CasePublic], DomainError | None],
 ) -> CasePublic:
     """Send an update to the case's workflow; once the workflow has closed, answer a repeat from the record
     and refuse anything else by the same rule."""
-    await run_in_threadpool(_read_case, session, case_id)  # 404 for an unknown case
-    session.close()
+    await db.read(lambda s: _read_case(s, case_id))  # 404 for an unknown case
     handle = client.get_workflow_handle_for(ReturnCaseWorkflow.run, workflow_id_for_case(case_id))
     try:
-        return await _send_update(lambda: send(handle))
+        return _public(await _send_update(lambda: send(handle)))
     except WorkflowUpdateFailedError as err:
         raise domain_error_from_update(err) from None
     except RPCError as err:
@@ -313,7 +297,7 @@ async def _update_case(
             raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
     except WorkflowUpdateRPCTimeoutOrCancelledError as err:
         raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
-    case = await run_in_threadpool(_read_case, session, case_id)
+    case = await db.read(lambda s: _read_case(s, case_id))
     _raise_if_refused(refusal(case))
     return case
 

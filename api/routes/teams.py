@@ -1,12 +1,11 @@
 """Teams and the queue overview."""
 
 from fastapi import APIRouter, status
-from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, SessionFactoryDep
+from api.deps import DatabaseDep
 from api.errors import error_responses
 from core import teams as team_service
-from core.db import run_transaction
 from core.schemas import Page, QueueOverview, TeamCreate, TeamPublic, TeamWithQueue
 
 router = APIRouter(tags=["teams"])
@@ -18,25 +17,27 @@ router = APIRouter(tags=["teams"])
     response_model=TeamPublic,
     responses=error_responses(400, 409, 422, 503),
 )
-async def create_team(body: TeamCreate, session_factory: SessionFactoryDep) -> TeamPublic:
+async def create_team(body: TeamCreate, db: DatabaseDep) -> TeamPublic:
     """Create a routing group."""
-    team = await run_in_threadpool(
-        run_transaction, session_factory, lambda s: team_service.create_team(session=s, name=body.name)
-    )
+    team = await db.write(lambda s: team_service.create_team(session=s, name=body.name))
     return TeamPublic.model_validate(team)
 
 
 @router.get("/teams", response_model=Page[TeamWithQueue], responses=error_responses(503))
-def read_teams(session: SessionDep) -> Page[TeamWithQueue]:
+async def read_teams(db: DatabaseDep) -> Page[TeamWithQueue]:
     """Every team with its queue figures."""
-    teams = team_service.list_teams(session=session)
-    figures = {q.team: q for q in team_service.queue_figures(session=session, teams=[t.name for t in teams])}
-    return Page[TeamWithQueue](
-        items=[TeamWithQueue(name=t.name, created_at=t.created_at, queue=figures[t.name]) for t in teams]
-    )
+
+    def read(session: Session) -> Page[TeamWithQueue]:
+        teams = team_service.list_teams(session=session)
+        figures = {q.team: q for q in team_service.queue_figures(session=session, teams=[t.name for t in teams])}
+        return Page[TeamWithQueue](
+            items=[TeamWithQueue(name=t.name, created_at=t.created_at, queue=figures[t.name]) for t in teams]
+        )
+
+    return await db.read(read)
 
 
 @router.get("/queue", response_model=QueueOverview, responses=error_responses(503))
-def read_queue(session: SessionDep) -> QueueOverview:
+async def read_queue(db: DatabaseDep) -> QueueOverview:
     """Per team: waiting cases, oldest wait, next case in line, and available/busy/away agents."""
-    return QueueOverview(teams=team_service.queue_figures(session=session))
+    return QueueOverview(teams=await db.read(lambda s: team_service.queue_figures(session=s)))

@@ -8,12 +8,11 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
-from api.deps import SessionDep, SessionFactoryDep, SettingsDep, TemporalClientDep
+from api.deps import DatabaseDep, SettingsDep, TemporalClientDep
 from api.errors import error_responses
 from core import webhooks as webhook_service
 from core.config import Settings
 from core.crypto import decrypt_secret
-from core.db import run_transaction
 from core.events import WEBHOOK_TEST, encode_body
 from core.models import utcnow
 from core.schemas import (
@@ -51,52 +50,49 @@ async def _start(client: TemporalClientDep, settings: Settings, endpoint_id: str
     "", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated, responses=error_responses(400, 422, 503)
 )
 async def create_webhook(
-    body: WebhookCreate, session_factory: SessionFactoryDep, client: TemporalClientDep, settings: SettingsDep
+    body: WebhookCreate, db: DatabaseDep, client: TemporalClientDep, settings: SettingsDep
 ) -> WebhookCreated:
     """Register a receiver for the given event types; the answer shows its signing secret, this once."""
     url = await run_in_threadpool(_checked_url, body.url, settings)
-    endpoint, secret = await run_in_threadpool(
-        run_transaction,
-        session_factory,
+    endpoint, secret = await db.write(
         lambda s: webhook_service.create_endpoint(
             session=s, url=url, events=body.events, secret_key=settings.SECRET_KEY
-        ),
+        )
     )
     await _start(client, settings, endpoint.id)
     return WebhookCreated(**webhook_service.webhook_public(endpoint).model_dump(), secret=secret)
 
 
 @router.get("", response_model=Page[WebhookPublic], responses=error_responses(422, 503))
-def read_webhooks(
-    session: SessionDep, cursor: Annotated[str | None, Query(max_length=32)] = None, limit: Limit = 50
+async def read_webhooks(
+    db: DatabaseDep, cursor: Annotated[str | None, Query(max_length=32)] = None, limit: Limit = 50
 ) -> Page[WebhookPublic]:
     """List webhook endpoints, oldest first (secrets are never shown again)."""
-    rows, next_cursor = webhook_service.list_endpoints(session=session, cursor=cursor, limit=limit)
+    rows, next_cursor = await db.read(lambda s: webhook_service.list_endpoints(session=s, cursor=cursor, limit=limit))
     return Page[WebhookPublic](items=[webhook_service.webhook_public(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic, responses=error_responses(404, 422, 503))
-def read_webhook(webhook_id: str, session: SessionDep) -> WebhookPublic:
+async def read_webhook(webhook_id: str, db: DatabaseDep) -> WebhookPublic:
     """One webhook endpoint."""
-    return webhook_service.webhook_public(webhook_service.get_endpoint(session=session, endpoint_id=webhook_id))
+    endpoint = await db.read(lambda s: webhook_service.get_endpoint(session=s, endpoint_id=webhook_id))
+    return webhook_service.webhook_public(endpoint)
 
 
 @router.patch("/{webhook_id}", response_model=WebhookPublic, responses=error_responses(400, 404, 422, 503))
 async def update_webhook(
     webhook_id: str,
     body: WebhookUpdate,
-    session_factory: SessionFactoryDep,
+    db: DatabaseDep,
     client: TemporalClientDep,
     settings: SettingsDep,
 ) -> WebhookPublic:
     """Change the URL, the event types, or `enabled` (re-enabling resumes after the last event it was given)."""
     url = None if body.url is None else await run_in_threadpool(_checked_url, body.url, settings)
-    endpoint, turned_on = await run_in_threadpool(
-        run_transaction,
-        session_factory,
+    endpoint, turned_on = await db.write(
         lambda s: webhook_service.update_endpoint(
             session=s, endpoint_id=webhook_id, url=url, events=body.events, enabled=body.enabled
-        ),
+        )
     )
     # A disabled endpoint's workflow ends by itself at its next look (before its next send).
     if turned_on:
@@ -105,26 +101,24 @@ async def update_webhook(
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404, 422, 503))
-async def delete_webhook(webhook_id: str, session_factory: SessionFactoryDep) -> Response:
+async def delete_webhook(webhook_id: str, db: DatabaseDep) -> Response:
     """Remove an endpoint and its delivery records; nothing more is sent to it."""
-    await run_in_threadpool(
-        run_transaction, session_factory, lambda s: webhook_service.delete_endpoint(session=s, endpoint_id=webhook_id)
-    )
+    await db.write(lambda s: webhook_service.delete_endpoint(session=s, endpoint_id=webhook_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(
     "/{webhook_id}/deliveries", response_model=Page[WebhookDeliveryPublic], responses=error_responses(404, 422, 503)
 )
-def read_deliveries(
+async def read_deliveries(
     webhook_id: str,
-    session: SessionDep,
+    db: DatabaseDep,
     cursor: Annotated[str | None, Query(max_length=32)] = None,
     limit: Limit = 50,
 ) -> Page[WebhookDeliveryPublic]:
     """The endpoint's delivery attempts, newest first: event, attempt, status, response code, error, time."""
-    rows, next_cursor = webhook_service.list_deliveries(
-        session=session, endpoint_id=webhook_id, cursor=cursor, limit=limit
+    rows, next_cursor = await db.read(
+        lambda s: webhook_service.list_deliveries(session=s, endpoint_id=webhook_id, cursor=cursor, limit=limit)
     )
     return Page[WebhookDeliveryPublic](
         items=[webhook_service.delivery_public(r) for r in rows], next_cursor=next_cursor
@@ -132,15 +126,10 @@ def read_deliveries(
 
 
 @router.post("/{webhook_id}/test", response_model=WebhookTestResult, responses=error_responses(404, 422, 503))
-async def test_webhook(webhook_id: str, session_factory: SessionFactoryDep, settings: SettingsDep) -> WebhookTestResult:
+async def test_webhook(webhook_id: str, db: DatabaseDep, settings: SettingsDep) -> WebhookTestResult:
     """Send a signed `webhook.test` ping now, record the attempt and return it."""
-
-    def read() -> tuple[str, str]:
-        with session_factory() as session:
-            endpoint = webhook_service.get_endpoint(session=session, endpoint_id=webhook_id)
-            return endpoint.url, endpoint.secret_encrypted
-
-    url, sealed = await run_in_threadpool(read)
+    endpoint = await db.read(lambda s: webhook_service.get_endpoint(session=s, endpoint_id=webhook_id))
+    url, sealed = endpoint.url, endpoint.secret_encrypted
     msg_id = f"test_{uuid.uuid4().hex}"
     at = utcnow()
     payload = encode_body(
@@ -160,9 +149,7 @@ async def test_webhook(webhook_id: str, session_factory: SessionFactoryDep, sett
                 payload=payload,
                 timeout_seconds=settings.WEBHOOK_TIMEOUT_SECONDS,
             )
-    row = await run_in_threadpool(
-        run_transaction,
-        session_factory,
+    row = await db.write(
         lambda s: webhook_service.delivery_public(
             webhook_service.record_attempt(
                 session=s,
@@ -184,16 +171,12 @@ async def test_webhook(webhook_id: str, session_factory: SessionFactoryDep, sett
 async def replay_webhook(
     webhook_id: str,
     since: Annotated[int, Query(ge=0, description="Re-send every wanted event after this event id")],
-    session_factory: SessionFactoryDep,
+    db: DatabaseDep,
     client: TemporalClientDep,
     settings: SettingsDep,
 ) -> WebhookPublic:
     """Send again, in id order, every event the endpoint wants after `since`."""
-    endpoint = await run_in_threadpool(
-        run_transaction,
-        session_factory,
-        lambda s: webhook_service.replay_from(session=s, endpoint_id=webhook_id, since=since),
-    )
+    endpoint = await db.write(lambda s: webhook_service.replay_from(session=s, endpoint_id=webhook_id, since=since))
     if endpoint.enabled:
         await _start(client, settings, endpoint.id)
     return webhook_service.webhook_public(endpoint)

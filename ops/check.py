@@ -1,5 +1,8 @@
 """`make check`: look for invariant violations in a live deployment (the database, then Temporal).
 
+Run it as `python -m ops.check`: `make check` does, and so does `docker compose exec worker python -m ops.check`
+in the production stack (the image ships `ops/`).
+
 Reads the usual settings (DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, RECONCILE_INTERVAL_SECONDS,
 RESERVATION_RESIGNAL_SECONDS). Prints one line per violation; exits 1 if there is any, 2 if a dependency
 cannot be reached, 0 otherwise.
@@ -9,19 +12,16 @@ import argparse
 import asyncio
 import sys
 from datetime import timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
-from sqlalchemy import func, select  # noqa: E402
-from sqlalchemy.exc import OperationalError  # noqa: E402
-from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
-
-from core.config import Settings, get_settings  # noqa: E402
-from core.db import make_engine, make_session_factory  # noqa: E402
-from core.invariants import Violation, check_database, find_workflow_violations  # noqa: E402
-from core.models import ReturnCase  # noqa: E402
-from core.temporal import connect  # noqa: E402
+from core.config import Settings, get_settings
+from core.db import make_engine, make_session_factory
+from core.models import ReturnCase
+from core.temporal import connect
+from ops.invariants import Violation, check_database, find_workflow_violations
 
 
 def parse_args(settings: Settings) -> argparse.Namespace:

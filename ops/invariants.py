@@ -34,6 +34,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from core import search_attributes as sa
+from core.clock import db_now
 from core.ids import workflow_id_for_case
 from core.models import (
     HELD_STATUSES,
@@ -44,7 +45,6 @@ from core.models import (
     CaseEvent,
     CaseStatus,
     ReturnCase,
-    utcnow,
 )
 
 
@@ -172,7 +172,7 @@ def find_violations(
     interval, plus the time one reconciler run takes). `reservation_grace`: how long a reservation may
     stay unconfirmed by its workflow (None: not checked). `now`: the instant the snapshot stands for.
     """
-    now = now or utcnow()
+    now = now or db_now(session)
     cases, agents, events, agent_history = _load(session=session, teams=teams)
     found: list[Violation] = []
     found += _holding(cases, agents, _pointed_cases(session=session, cases=cases, agents=agents))
@@ -204,7 +204,8 @@ def check_database(
     reservation_grace: timedelta | None = None,
 ) -> list[Violation]:
     """`find_violations` on one consistent snapshot taken now."""
-    now = utcnow()  # read before the snapshot starts: waits are measured short, never long
+    with session_factory() as clock:
+        now = db_now(clock)  # read before the snapshot starts: waits are measured short, never long
     with snapshot_session(session_factory) as session:
         return find_violations(
             session=session, idle_grace=idle_grace, now=now, teams=teams, reservation_grace=reservation_grace
