@@ -19,7 +19,8 @@ from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory
 from core.logging import configure_logging
 from core.metrics import worker_runtime
-from core.temporal import connect, ensure_reconciler, ensure_webhook_deliveries
+from core.temporal import connect, ensure_reconciler
+from core.webhook_runs import ensure_webhook_deliveries
 from workflows.reconcile import ReconcileWorkflow
 from workflows.return_case import ReturnCaseWorkflow
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
@@ -29,9 +30,11 @@ WORKFLOWS: Sequence[type] = (ReturnCaseWorkflow, ReconcileWorkflow, WebhookDeliv
 log = logging.getLogger("returns.worker")
 
 
-def all_activities(session_factory: sessionmaker[Session], settings: Settings) -> list[Callable[..., Any]]:
+def all_activities(
+    session_factory: sessionmaker[Session], settings: Settings, client: Client
+) -> list[Callable[..., Any]]:
     """Every activity the worker runs (production and tests register the same list)."""
-    return [*CaseActivities(session_factory).all(), *WebhookActivities(session_factory, settings).all()]
+    return [*CaseActivities(session_factory).all(), *WebhookActivities(session_factory, settings, client).all()]
 
 
 def build_worker(
@@ -63,7 +66,7 @@ async def run_worker(settings: Settings) -> None:
         endpoints = webhook_service.enabled_endpoint_ids(session=session)
     await ensure_webhook_deliveries(client, settings, endpoints)
     with ThreadPoolExecutor(max_workers=settings.ACTIVITY_THREADS) as executor:
-        worker = build_worker(client, settings, all_activities(session_factory, settings), executor)
+        worker = build_worker(client, settings, all_activities(session_factory, settings, client), executor)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -20,15 +20,19 @@ from typing import TypeVar
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from core import webhooks as webhook_service
 from core.config import Settings
 from core.crypto import decrypt_secret
 from core.events import encode_body, event_body, matches_endpoint, public_type
+from core.ids import workflow_id_for_webhook
 from core.metrics import record_webhook_attempt, record_webhook_lag
 from core.models import WebhookEndpoint, utcnow
 from core.outbox import StoredEvent, read_events
+from core.webhook_runs import start_webhook_delivery
 from core.webhook_sender import SendOutcome, new_http_client, send_signed
 from core.webhook_urls import UnsafeWebhookUrl, resolve_webhook_url_async
 from workflows.messages import DeliverInput, DeliverResult
@@ -69,10 +73,12 @@ class WebhookActivities:
         self,
         session_factory: sessionmaker[Session],
         settings: Settings,
+        client: Client,
         http_client: Callable[[float], httpx.AsyncClient] = new_http_client,
     ) -> None:
         self._session_factory = session_factory
         self._settings = settings
+        self._client = client
         self._http_client = http_client
 
     async def _db(self, work: Callable[[Session], T], *, write: bool = False) -> T:
@@ -223,6 +229,25 @@ class WebhookActivities:
             next_retry_delay=delay,
         )
 
+    @activity.defn
+    async def repair_deliveries(self) -> int:
+        """Start the delivery workflow of every enabled endpoint that has none running; returns how many."""
+        endpoint_ids = await self._db(lambda s: webhook_service.enabled_endpoint_ids(session=s))
+        started = 0
+        for endpoint_id in endpoint_ids:
+            try:
+                description = await self._client.get_workflow_handle(workflow_id_for_webhook(endpoint_id)).describe()
+                running = description.status == WorkflowExecutionStatus.RUNNING
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                running = False
+            if not running:
+                await start_webhook_delivery(self._client, self._settings, endpoint_id)
+                activity.logger.warning("webhook %s had no delivery workflow running: started", endpoint_id)
+                started += 1
+        return started
+
     def all(self) -> list[Callable[..., object]]:
         """Every activity, for worker registration."""
-        return [self.deliver]
+        return [self.deliver, self.repair_deliveries]

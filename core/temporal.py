@@ -55,32 +55,3 @@ async def ensure_reconciler(client: Client, settings: Settings) -> None:
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
-
-
-async def start_webhook_delivery(client: Client, settings: Settings, endpoint_id: str) -> None:
-    """Wake the endpoint's delivery workflow, starting it if it is not running (signal-with-start: a run that
-    is just ending because it saw the endpoint disabled takes the signal and goes on)."""
-    from temporalio.common import WorkflowIDReusePolicy
-
-    from workflows.messages import WebhookDeliveryInput
-    from workflows.webhook_delivery import WebhookDeliveryWorkflow, workflow_id_for_webhook
-
-    await client.start_workflow(
-        WebhookDeliveryWorkflow.run,
-        WebhookDeliveryInput(
-            endpoint_id=endpoint_id,
-            retry_initial_seconds=settings.WEBHOOK_RETRY_INITIAL_SECONDS,
-            retry_max_interval_seconds=settings.WEBHOOK_RETRY_MAX_INTERVAL_SECONDS,
-        ),
-        id=workflow_id_for_webhook(endpoint_id),
-        task_queue=settings.TASK_QUEUE,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        start_signal=WebhookDeliveryWorkflow.wake.__name__,
-        static_summary=f"webhook deliveries to endpoint {endpoint_id}",
-    )
-
-
-async def ensure_webhook_deliveries(client: Client, settings: Settings, endpoint_ids: list[str]) -> None:
-    """Start the delivery workflow of every enabled endpoint that has none running (after a lost start)."""
-    for endpoint_id in endpoint_ids:
-        await start_webhook_delivery(client, settings, endpoint_id)

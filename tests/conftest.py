@@ -101,7 +101,9 @@ async def start_stack(
                 yield stack
             else:
                 with ThreadPoolExecutor(max_workers=settings.ACTIVITY_THREADS) as executor:
-                    worker = build_worker(env.client, settings, all_activities(session_factory, settings), executor)
+                    worker = build_worker(
+                        env.client, settings, all_activities(session_factory, settings, env.client), executor
+                    )
                     async with worker:
                         yield stack
     engine.dispose()

@@ -6,30 +6,34 @@ but the test's own transitions happen there (no dispatch, no case workflow).
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
 
 from core import agents as agent_service
 from core import cases as case_service
 from core import webhooks as webhook_service
 from core.config import Settings
 from core.events import public_type
+from core.ids import workflow_id_for_webhook
 from core.models import SystemEvent, WebhookDelivery, WebhookEndpoint
 from core.outbox import read_events
 from core.schemas import AgentCreate, AgentUpdate
-from core.temporal import start_webhook_delivery
+from core.webhook_runs import start_webhook_delivery
 from tests.conftest import TEST_SECRET_KEY, Stack
 from tests.support import running, worker_process
 from tests.test_outbox import TwoTransitions, filing, make_team
 from tests.webhook_receiver import Answer, Received, Receiver
 from worker import all_activities, build_worker
-from workflows.webhook_delivery import workflow_id_for_webhook
+from workflows.messages import ReconcilerInput
+from workflows.reconcile import ReconcileWorkflow
 
 CASE_AND_AGENT = ["case.filed", "case.cancelled", "agent.created", "agent.updated"]
 
@@ -46,14 +50,29 @@ async def receiving(answer: Callable[[Received], Awaitable[Answer]] | None = Non
         await receiver.stop()
 
 
+_registered: list[tuple[Stack, str]] = []
+
+
 def register(stack: Stack, receiver: Receiver, events: list[str]) -> str:
-    """Create an endpoint for the receiver (the receiver learns the secret to verify with)."""
+    """Create an endpoint for the receiver (the receiver learns the secret to verify with); removed after the test."""
     with stack.session_factory.begin() as session:
         endpoint, secret = webhook_service.create_endpoint(
             session=session, url=receiver.url, events=events, secret_key=TEST_SECRET_KEY
         )
     receiver.secret = secret
+    _registered.append((stack, endpoint.id))
     return endpoint.id
+
+
+@pytest.fixture(autouse=True)
+def remove_endpoints() -> Iterator[None]:
+    """Endpoints outlive their receivers otherwise, and their workflows would keep retrying a closed port."""
+    yield
+    while _registered:
+        stack, endpoint_id = _registered.pop()
+        with stack.session_factory.begin() as session:
+            if session.get(WebhookEndpoint, endpoint_id) is not None:
+                webhook_service.delete_endpoint(session=session, endpoint_id=endpoint_id)
 
 
 def endpoint_row(stack: Stack, endpoint_id: str) -> WebhookEndpoint:
@@ -248,7 +267,9 @@ async def own_worker(stack: Stack, **overrides: Any) -> AsyncIterator[Settings]:
     """A worker of the test's own (own task queue) with these settings."""
     settings = stack.settings.model_copy(update={"TASK_QUEUE": f"tq-{uuid.uuid4()}", **overrides})
     with ThreadPoolExecutor(max_workers=settings.ACTIVITY_THREADS) as executor:
-        async with build_worker(stack.client, settings, all_activities(stack.session_factory, settings), executor):
+        async with build_worker(
+            stack.client, settings, all_activities(stack.session_factory, settings, stack.client), executor
+        ):
             yield settings
 
 
@@ -374,3 +395,33 @@ async def test_a_worker_killed_during_delivery_loses_nothing(
                 what="every event after the restart",
             )
     assert_in_order_per_subject(receiver, expected)
+
+
+async def test_the_reconciler_starts_a_missing_delivery_workflow(stack: Stack) -> None:
+    """An endpoint whose workflow never started (Temporal was down when it was registered) gets one from the
+    reconciler's repair step, and its events flow."""
+    traffic = Traffic(stack)
+    async with receiving() as receiver:
+        endpoint_id = register(stack, receiver, ["agent.created"])  # saved; no workflow started
+        with pytest.raises(RPCError):
+            await stack.client.get_workflow_handle(workflow_id_for_webhook(endpoint_id)).describe()
+        handle = await stack.client.start_workflow(
+            ReconcileWorkflow.run,
+            ReconcilerInput(interval_seconds=3600, resignal_after_seconds=3600, webhook_repair_every=1),
+            id=f"reconcile-test-{uuid.uuid4()}",
+            task_queue=stack.settings.TASK_QUEUE,
+        )
+        try:
+            for _ in range(200):
+                try:
+                    status = await workflow_status(stack.client, endpoint_id)
+                except RPCError:
+                    status = None
+                if status == WorkflowExecutionStatus.RUNNING:
+                    break
+                await asyncio.sleep(0.1)
+            assert status == WorkflowExecutionStatus.RUNNING
+            traffic.agent()
+            await until(lambda: len(receiver.delivered()) == 1, what="the delivery")
+        finally:
+            await handle.terminate("test over")

@@ -194,6 +194,9 @@ class ReconcilerInput(Message):
     # About 6 history events a pass (timer, workflow task, marker), more when it repairs: a run stays near
     # 1,000 events, far below the 10,240 at which Temporal starts warning.
     passes_per_run: int = 150
+    # Every this many passes, start the delivery workflow of any enabled webhook endpoint that has none
+    # running (a start lost to an outage); 0: never.
+    webhook_repair_every: int = 12
 
 
 class ReconcilePass(Message):

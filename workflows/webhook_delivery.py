@@ -14,11 +14,6 @@ with workflow.unsafe.imports_passed_through():
 ROUNDS_PER_RUN = 150
 
 
-def workflow_id_for_webhook(endpoint_id: str) -> str:
-    """The delivery workflow of an endpoint."""
-    return f"webhook-{endpoint_id}"
-
-
 @workflow.defn
 class WebhookDeliveryWorkflow:
     """Delivers an endpoint's events in id order, one at a time; workflow id `webhook-<endpoint id>`.

@@ -24,7 +24,7 @@ from core.schemas import (
     WebhookTestResult,
     WebhookUpdate,
 )
-from core.temporal import start_webhook_delivery
+from core.webhook_runs import start_webhook_delivery
 from core.webhook_sender import SendOutcome, new_http_client, send_signed
 from core.webhook_urls import UnsafeWebhookUrl, resolve_webhook_url, resolve_webhook_url_async
 
