@@ -1,9 +1,9 @@
-"""FastAPI dependencies: settings, database sessions, the Temporal client and the acting user."""
+"""FastAPI dependencies: settings, database sessions and the Temporal client (the principal: api/security.py)."""
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
@@ -28,13 +28,7 @@ def get_temporal_client(request: Request) -> Client:
     return request.app.state.temporal_client  # type: ignore[no-any-return]
 
 
-def get_actor(x_actor: Annotated[str | None, Header(max_length=200)] = None) -> str:
-    """Who acts: the `X-Actor` header today, an authenticated principal later."""
-    return x_actor.strip() if x_actor and x_actor.strip() else "api"
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 TemporalClientDep = Annotated[Client, Depends(get_temporal_client)]
-ActorDep = Annotated[str, Depends(get_actor)]

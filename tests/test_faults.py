@@ -38,7 +38,17 @@ from tests.fault_support import (
     drop_database,
     own_database,
 )
-from tests.helpers import API, add_agent, case_body, eventually, new_team
+from tests.helpers import (
+    API,
+    add_agent,
+    agent_token,
+    authorize_as_admin,
+    bearer,
+    case_body,
+    eventually,
+    new_team,
+    resolve,
+)
 from tests.processes import ServiceProcess, worker_process
 from tests.tcp_proxy import Outage, TcpProxy
 
@@ -61,6 +71,7 @@ async def in_process_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=120) as api:
+            await authorize_as_admin(api, app.state.session_factory)
             yield api
 
 
@@ -150,7 +161,7 @@ async def _assert_temporal_outage_answers(api: httpx.AsyncClient, team: str, cas
     r = await api.post(f"{API}/cases", json=case_body(team), headers={"Idempotency-Key": f"down-{uuid.uuid4()}"})
     assert r.status_code == 503, r.text
     assert "Temporal" in r.json()["detail"] or "workflow" in r.json()["detail"], r.text
-    r = await api.post(f"{API}/cases/{case_id}/resolve", json={"agent_id": agent_id})
+    r = await resolve(api, case_id, agent_id)
     assert r.status_code == 503, r.text
     assert r.json()["detail"], r.text
     r = await api.get(f"{API}/cases/{case_id}")
@@ -235,6 +246,7 @@ def through(proxy: TcpProxy, url: str) -> str:
 
 async def _assert_database_outage_answers(api: httpx.AsyncClient, team: str, case_id: str, agent_id: str) -> None:
     """While the database is cut off, every route answers 503 naming the database, none a 500."""
+    as_agent = bearer(await agent_token(api, agent_id))  # signed in before the cut
     spare = {"name": "Spare", "email": f"{uuid.uuid4().hex[:10]}@desk.example", "team": team}
     probes: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", f"{API}/cases", {"params": {"team": team}}),
@@ -250,7 +262,7 @@ async def _assert_database_outage_answers(api: httpx.AsyncClient, team: str, cas
         ("DELETE", f"{API}/agents/{agent_id}", {}),
         ("POST", f"{API}/cases", {"json": case_body(team)}),
         ("POST", f"{API}/cases", {"json": case_body(team), "headers": {"Idempotency-Key": str(uuid.uuid4())}}),
-        ("POST", f"{API}/cases/{case_id}/resolve", {"json": {"agent_id": agent_id}}),
+        ("POST", f"{API}/cases/{case_id}/resolve", {"json": {}, "headers": as_agent}),
         ("POST", f"{API}/cases/{case_id}/cancel", {"json": {}}),
     ]
     answers = await asyncio.gather(*(api.request(m, u, **kw) for m, u, kw in probes))
@@ -290,6 +302,7 @@ async def _cut_database_while_busy(
                     await asyncio.sleep(3.0)
                     assert desk.filing(), "the outage must start while cases are still being filed"
                     case_id, agent_id = await held_case(api, team)
+                    await agent_token(api, agent_id)
                     assert proxy.open_connections > 0, "nothing was connected through the proxy"
                     proxy.cut(outage)
                     await _assert_database_outage_answers(api, team, case_id, agent_id)

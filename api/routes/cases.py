@@ -25,14 +25,16 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import ActorDep, SessionDep, SettingsDep, TemporalClientDep
+from api.deps import SessionDep, SettingsDep, TemporalClientDep
 from api.errors import domain_error_from_update, error_responses, temporal_outage
+from api.schemas import CaseFiled
+from api.security import Allow, CurrentPrincipal, Principal, RuledRoute, forbidden
 from core import cases as case_service
 from core import search_attributes as sa
 from core.config import Settings
-from core.errors import DomainError, IdempotencyKeyReused, UnknownTeam
+from core.errors import CaseNotFound, DomainError, Forbidden, IdempotencyKeyReused, UnknownTeam
 from core.ids import case_id_for_idempotency_key, new_id, workflow_id_for_case
-from core.models import CaseStatus, Team, utcnow
+from core.models import CaseStatus, ReturnCase, Team, utcnow
 from core.rules import cancel_refusal, resolve_refusal
 from core.schemas import (
     CancelCaseInput,
@@ -47,9 +49,10 @@ from core.schemas import (
     ResolveCaseInput,
     ReturnCaseInput,
 )
+from core.security import tracking_token
 from workflows.return_case import ReturnCaseWorkflow
 
-router = APIRouter(prefix="/cases", tags=["cases"])
+router = APIRouter(prefix="/cases", tags=["cases"], route_class=RuledRoute)
 
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255, description="Repeat-safe filing key")
@@ -88,6 +91,26 @@ def _read_case(session: Session, case_id: str) -> CasePublic:
     return case_service.to_public(case_service.get_case(session=session, case_id=case_id))
 
 
+def visible_to(principal: Principal, case: ReturnCase | CasePublic) -> bool:
+    """An agent sees their team's cases and the case they hold (which stays theirs if they change team)."""
+    return principal.role != "agent" or case.team == principal.team or case.agent_id == principal.agent_id
+
+
+def _read_visible_case(session: Session, case_id: str, principal: Principal) -> ReturnCase:
+    """The case, or the same 404 as for an unknown id when the principal may not see it (nothing leaks)."""
+    case = case_service.get_case(session=session, case_id=case_id)
+    if not visible_to(principal, case):
+        raise CaseNotFound(f"case {case_id} not found")
+    return case
+
+
+def _filed(case: CasePublic, settings: Settings) -> CaseFiled:
+    token = tracking_token(secret_key=settings.SECRET_KEY, case_id=case.id)
+    return CaseFiled(
+        **case.model_dump(), tracking_token=token, tracking_url=f"{settings.PUBLIC_URL}/api/v1/track/{token}"
+    )
+
+
 def _summary(data: CaseCreate) -> str:
     return f"{data.customer_name}: order {data.order_id}, {data.product_name} ({data.product_sku})"[:200]
 
@@ -123,9 +146,10 @@ def _existing_for_key(session: Session, key: str, data: CaseCreate) -> CasePubli
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=CasePublic,
+    response_model=CaseFiled,
+    dependencies=[Allow(admin=True, scopes={"cases:file"})],
     responses={
-        200: {"model": CasePublic, "description": "A repeat of an earlier filing (same Idempotency-Key)"},
+        200: {"model": CaseFiled, "description": "A repeat of an earlier filing (same Idempotency-Key)"},
         **error_responses(400, 409, 422, 503),
     },
 )
@@ -135,10 +159,25 @@ async def create_case(
     session: SessionDep,
     client: TemporalClientDep,
     settings: SettingsDep,
-    actor: ActorDep,
+    principal: CurrentPrincipal,
     idempotency_key: IdempotencyKey = None,
+) -> CaseFiled:
+    """File a return case; it comes back `assigned` when an agent was free, else `queued`, with the customer's
+    private `tracking_url`."""
+    return _filed(
+        await _file_case(body, response, session, client, settings, principal.actor, idempotency_key), settings
+    )
+
+
+async def _file_case(
+    body: CaseCreate,
+    response: Response,
+    session: Session,
+    client: Client,
+    settings: Settings,
+    actor: str,
+    idempotency_key: str | None,
 ) -> CasePublic:
-    """File a return case; it comes back `assigned` when an agent was free, else `queued`."""
     if idempotency_key is not None:
         existing = await run_in_threadpool(_existing_for_key, session, idempotency_key, body)
         if existing is not None:
@@ -205,9 +244,15 @@ async def create_case(
     return result.case
 
 
-@router.get("", response_model=Page[CasePublic], responses=error_responses(422, 503))
+@router.get(
+    "",
+    response_model=Page[CasePublic],
+    dependencies=[Allow(admin=True, agent=True, scopes={"cases:read"})],
+    responses=error_responses(422, 503),
+)
 def read_cases(
     session: SessionDep,
+    principal: CurrentPrincipal,
     status: StatusFilter = None,
     agent_id: Annotated[str | None, Query(max_length=32)] = None,
     team: Annotated[str | None, Query(max_length=64)] = None,
@@ -215,7 +260,10 @@ def read_cases(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Limit = 50,
 ) -> Page[CasePublic]:
-    """List cases oldest first, filtered by status (`active` = not terminal), agent, team or customer."""
+    """List cases oldest first, filtered by status (`active` = not terminal), agent, team or customer. An agent
+    sees their own team's cases (and the case they hold); naming another team is a 403."""
+    if principal.role == "agent" and team is not None and team != principal.team:
+        raise forbidden(f"agents see only the cases of their own team ({principal.team})")
     rows, next_cursor = case_service.list_cases(
         session=session,
         status=status,
@@ -224,19 +272,28 @@ def read_cases(
         customer_email=customer_email,
         cursor=cursor,
         limit=limit,
+        visible_to=(str(principal.team), str(principal.agent_id)) if principal.role == "agent" else None,
     )
     return Page[CasePublic](items=[case_service.to_public(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{case_id}", response_model=CasePublic, responses=error_responses(404, 422, 503))
-def read_case(case_id: str, session: SessionDep) -> CasePublic:
-    """One case."""
-    return _read_case(session, case_id)
+READ_CASE = Allow(admin=True, agent=True, scopes={"cases:read"})
 
 
-@router.get("/{case_id}/history", response_model=CaseHistory, responses=error_responses(404, 422, 503))
-def read_case_history(case_id: str, session: SessionDep, settings: SettingsDep) -> CaseHistory:
+@router.get("/{case_id}", response_model=CasePublic, dependencies=[READ_CASE], responses=error_responses(404, 422, 503))
+def read_case(case_id: str, session: SessionDep, principal: CurrentPrincipal) -> CasePublic:
+    """One case (an agent: of their team, or the one they hold)."""
+    return case_service.to_public(_read_visible_case(session, case_id, principal))
+
+
+@router.get(
+    "/{case_id}/history", response_model=CaseHistory, dependencies=[READ_CASE], responses=error_responses(404, 422, 503)
+)
+def read_case_history(
+    case_id: str, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
+) -> CaseHistory:
     """Every transition of the case, oldest first, with who did it and a link to its workflow in the Temporal UI."""
+    _read_visible_case(session, case_id, principal)
     events = case_service.case_history(session=session, case_id=case_id)
     workflow_id = workflow_id_for_case(case_id)
     return CaseHistory(
@@ -247,11 +304,27 @@ def read_case_history(case_id: str, session: SessionDep, settings: SettingsDep) 
     )
 
 
-@router.post("/{case_id}/resolve", response_model=CasePublic, responses=error_responses(400, 404, 409, 422, 503))
+@router.post(
+    "/{case_id}/resolve",
+    response_model=CasePublic,
+    dependencies=[Allow(agent=True, refusal="only the agent who holds the case can resolve it")],
+    responses=error_responses(400, 404, 409, 422, 503),
+)
 async def resolve_case(
-    case_id: str, body: CaseResolve, session: SessionDep, client: TemporalClientDep, settings: SettingsDep
+    case_id: str,
+    session: SessionDep,
+    client: TemporalClientDep,
+    settings: SettingsDep,
+    principal: CurrentPrincipal,
+    body: CaseResolve | None = None,
 ) -> CasePublic:
-    """Resolve the case; only its assignee may. The agent is freed and takes the next waiting case."""
+    """Resolve the case you hold (403 for a case you do not hold, 409 when yours cannot be resolved now). You are
+    freed and take the next waiting case."""
+    agent_id = str(principal.agent_id)
+    case = await run_in_threadpool(_read_visible_case, session, case_id, principal)
+    if case.agent_id != agent_id:
+        raise Forbidden(f"case {case_id} is not yours: only the agent who holds it can resolve it")
+    resolution = body.resolution if body else None
     return await _update_case(
         case_id,
         session,
@@ -259,23 +332,37 @@ async def resolve_case(
         settings,
         send=lambda handle: handle.execute_update(
             ReturnCaseWorkflow.resolve,
-            ResolveCaseInput(agent_id=body.agent_id, resolution=body.resolution),
+            ResolveCaseInput(agent_id=agent_id, resolution=resolution),
             rpc_timeout=_rpc_timeout(settings),
         ),
-        refusal=lambda case: resolve_refusal(case, body.agent_id),
+        refusal=lambda case: resolve_refusal(case, agent_id),
     )
 
 
-@router.post("/{case_id}/cancel", response_model=CasePublic, responses=error_responses(400, 404, 409, 422, 503))
+@router.post(
+    "/{case_id}/cancel",
+    response_model=CasePublic,
+    dependencies=[Allow(admin=True, scopes={"cases:cancel"})],
+    responses=error_responses(400, 404, 409, 422, 503),
+)
 async def cancel_case(
     case_id: str,
     session: SessionDep,
     client: TemporalClientDep,
     settings: SettingsDep,
-    actor: ActorDep,
+    principal: CurrentPrincipal,
     body: CaseCancel | None = None,
 ) -> CasePublic:
     """Cancel the case wherever it stands; a holding agent is freed and takes the next waiting case."""
+    return await cancel_through_workflow(
+        case_id, body.reason if body else None, principal.actor, session=session, client=client, settings=settings
+    )
+
+
+async def cancel_through_workflow(
+    case_id: str, reason: str | None, actor: str, *, session: Session, client: Client, settings: Settings
+) -> CasePublic:
+    """Cancel by the case workflow's update, recording `actor`; answered from the record once the workflow closed."""
     return await _update_case(
         case_id,
         session,
@@ -283,7 +370,7 @@ async def cancel_case(
         settings,
         send=lambda handle: handle.execute_update(
             ReturnCaseWorkflow.cancel,
-            CancelCaseInput(reason=body.reason if body else None, actor=actor),
+            CancelCaseInput(reason=reason, actor=actor),
             rpc_timeout=_rpc_timeout(settings),
         ),
         refusal=cancel_refusal,

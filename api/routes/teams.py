@@ -5,17 +5,19 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, SessionFactoryDep
 from api.errors import error_responses
+from api.security import Allow, CurrentPrincipal, RuledRoute
 from core import teams as team_service
 from core.db import run_transaction
 from core.schemas import Page, QueueOverview, TeamCreate, TeamPublic, TeamWithQueue
 
-router = APIRouter(tags=["teams"])
+router = APIRouter(tags=["teams"], route_class=RuledRoute)
 
 
 @router.post(
     "/teams",
     status_code=status.HTTP_201_CREATED,
     response_model=TeamPublic,
+    dependencies=[Allow(admin=True)],
     responses=error_responses(400, 409, 422, 503),
 )
 async def create_team(body: TeamCreate, session_factory: SessionFactoryDep) -> TeamPublic:
@@ -26,7 +28,9 @@ async def create_team(body: TeamCreate, session_factory: SessionFactoryDep) -> T
     return TeamPublic.model_validate(team)
 
 
-@router.get("/teams", response_model=Page[TeamWithQueue], responses=error_responses(503))
+@router.get(
+    "/teams", response_model=Page[TeamWithQueue], dependencies=[Allow(admin=True)], responses=error_responses(503)
+)
 def read_teams(session: SessionDep) -> Page[TeamWithQueue]:
     """Every team with its queue figures."""
     teams = team_service.list_teams(session=session)
@@ -36,7 +40,14 @@ def read_teams(session: SessionDep) -> Page[TeamWithQueue]:
     )
 
 
-@router.get("/queue", response_model=QueueOverview, responses=error_responses(503))
-def read_queue(session: SessionDep) -> QueueOverview:
-    """Per team: waiting cases, oldest wait, next case in line, and available/busy/away agents."""
-    return QueueOverview(teams=team_service.queue_figures(session=session))
+@router.get(
+    "/queue",
+    response_model=QueueOverview,
+    dependencies=[Allow(admin=True, agent=True)],
+    responses=error_responses(503),
+)
+def read_queue(session: SessionDep, principal: CurrentPrincipal) -> QueueOverview:
+    """Per team: waiting cases, oldest wait, next case in line, and available/busy/away agents (an agent: their
+    own team)."""
+    teams = [str(principal.team)] if principal.role == "agent" else None
+    return QueueOverview(teams=team_service.queue_figures(session=session, teams=teams))
