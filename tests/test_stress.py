@@ -314,6 +314,8 @@ class Desk:
             for team in self.teams:
                 r, _ = await self.call("GET", "/agents", label="GET /agents", params={"team": team, "limit": 200})
                 holders += [a for a in r.json()["items"] if a["current_case_id"] and a["id"] not in self.busy_agents]
+            # Another change may have taken an agent while the listing was awaited.
+            holders = [a for a in holders if a["id"] not in self.busy_agents]
             if not holders:
                 continue
             agent = self.rng.choice(holders)
