@@ -12,7 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.cases import CaseActivities
-from core.config import Settings, get_settings
+from core.config import Settings, get_settings, require_secret_key
 from core.db import make_engine, make_session_factory
 from core.logging import configure_logging
 from core.metrics import worker_runtime
@@ -65,5 +65,6 @@ async def run_worker(settings: Settings) -> None:
 
 
 if __name__ == "__main__":
+    require_secret_key(get_settings())
     configure_logging(get_settings().LOG_LEVEL)
     asyncio.run(run_worker(get_settings()))
