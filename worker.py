@@ -15,7 +15,7 @@ from temporalio.worker import Worker
 from activities.cases import CaseActivities
 from activities.webhooks import WebhookActivities
 from core import webhooks as webhook_service
-from core.config import Settings, get_settings
+from core.config import Settings, get_settings, require_secret_key
 from core.db import make_engine, make_session_factory
 from core.logging import configure_logging
 from core.metrics import worker_runtime
@@ -80,5 +80,6 @@ async def run_worker(settings: Settings) -> None:
 
 
 if __name__ == "__main__":
+    require_secret_key(get_settings())
     configure_logging(get_settings().LOG_LEVEL)
     asyncio.run(run_worker(get_settings()))

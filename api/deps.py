@@ -1,11 +1,11 @@
-"""FastAPI dependencies: settings, the database (with a deadline), the Temporal client and the acting user."""
+"""FastAPI dependencies: settings, the database (with a deadline), the Temporal client; the principal: security.py."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
@@ -63,13 +63,7 @@ def get_temporal_client(request: Request) -> Client:
     return request.app.state.temporal_client  # type: ignore[no-any-return]
 
 
-def get_actor(x_actor: Annotated[str | None, Header(max_length=200)] = None) -> str:
-    """Who acts: the `X-Actor` header today, an authenticated principal later."""
-    return x_actor.strip() if x_actor and x_actor.strip() else "api"
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 TemporalClientDep = Annotated[Client, Depends(get_temporal_client)]
-ActorDep = Annotated[str, Depends(get_actor)]

@@ -48,9 +48,12 @@ class ValidationErrorBody(ErrorBody):
 
 _RESPONSES: dict[int, tuple[type[BaseModel], str]] = {
     400: (ErrorBody, "The body could not be read (not UTF-8)"),
+    401: (ErrorBody, "No credential, or one that is not (or no longer) valid; see `WWW-Authenticate`"),
+    403: (ErrorBody, "The credential is valid but may not do this"),
     404: (ErrorBody, "No such id"),
     409: (ConflictBody, "Refused: the transition is not allowed, or the data clashes with existing data"),
     422: (ValidationErrorBody, "Malformed input, naming each wrong field"),
+    429: (ErrorBody, "Too many failed attempts; retry after `Retry-After` seconds"),
     503: (ErrorBody, "The database or Temporal is unavailable; retry after `Retry-After` seconds"),
 }
 

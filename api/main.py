@@ -5,21 +5,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.errors import install_error_handlers
 from api.event_hub import EventHub
 from api.metrics import install_metrics
-from api.routes import agents, cases, health, teams, webhooks
-from core.config import Settings, get_settings
+from api.routes import agents, api_keys, auth, cases, events, health, teams, track, webhooks
+from api.security import check_route_rules
+from core.config import Settings, get_settings, require_secret_key
 from core.db import make_engine, make_session_factory
 from core.logging import configure_logging
+from core.security import dummy_hash
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; the engine and the Temporal client are made in the lifespan, not at import."""
+    """Build the app; the engine and the Temporal client are made in the lifespan, not at import. Refuses to build
+    without a SECRET_KEY, or with a route that declares no access rule."""
     settings = settings or get_settings()
+    require_secret_key(settings)
     if not logging.getLogger().handlers:
         # Run by uvicorn rather than embedded (tests): log JSON, redacted, like the worker.
         configure_logging(settings.LOG_LEVEL)
@@ -36,6 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data_converter=pydantic_data_converter,
             lazy=True,
         )
+        # Made now, so the first sign-in with an unknown email takes no longer than any other.
+        await run_in_threadpool(dummy_hash)
         app.state.event_hub = EventHub(
             app.state.session_factory,
             poll_interval=settings.EVENT_POLL_INTERVAL_SECONDS,
@@ -53,8 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (teams.router, agents.router, cases.router, webhooks.router):
+    routers = (auth.router, teams.router, agents.router, cases.router, api_keys.router, track.router)
+    for router in (*routers, webhooks.router, events.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)
     install_metrics(app)
+    check_route_rules(app)
     return app

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.security import Public
 from core.teams import queue_figures
 
 log = logging.getLogger("returns.api.metrics")
@@ -182,7 +183,12 @@ def install_metrics(app: FastAPI) -> None:
 
     router = APIRouter(tags=["health"])
 
-    @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    @router.get(
+        "/metrics",
+        response_class=Response,
+        dependencies=[Public("scraped inside the network; the proxy does not serve it")],
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    )
     def metrics(request: Request) -> Response:
         """Prometheus metrics: HTTP requests per route, queue depth and oldest wait per team, process figures."""
         return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

@@ -32,6 +32,7 @@ async def breakdown(n: int, cfg: StackConfig) -> None:
     db = Db(cfg.database_url)
     try:
         await stack.start()
+        await api.sign_in_as_admin(cfg.admin_email, cfg.admin_password)
         client = await Client.connect(cfg.temporal_address, data_converter=pydantic_data_converter)
         team = await api.team(f"breakdown{int(time.time())}")
         await api.agent(team)

@@ -34,19 +34,50 @@ class ApiError(RuntimeError):
     pass
 
 
+# Bench agents who resolve sign in with this (Argon2 costs a few hundred ms per agent, at setup only).
+AGENT_PASSWORD = "bench agent passphrase"
+
+
 class Api:
-    """The HTTP API as a storefront, an admin and the agents use it."""
+    """The HTTP API as a storefront (an API key that files), an admin (a token) and the agents (each their own
+    token) use it. Against a product from before sign-in existed (`--product-dir`), it sends no credentials and
+    names the agent in the resolve body, so before and after run through the same driver."""
 
     def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
         self.http = httpx.AsyncClient(
             base_url=base_url + API,
             timeout=60,
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
         )
         self.retried = 0
+        self.signs_in = True
+        self.admin: dict[str, str] = {}
+        self.storefront: dict[str, str] = {}
+        self._emails: dict[str, str] = {}  # agent id -> email, for agents made without a password
+        self._agents: dict[str, dict[str, str]] = {}  # agent id -> their credential header
+        self.sign_in_seconds: list[float] = []  # each sign-in's answer time (Argon2 dominates it)
 
     async def close(self) -> None:
         await self.http.aclose()
+
+    async def sign_in_as_admin(self, email: str, password: str) -> None:
+        """Sign in as the admin and make the storefront's key (with `cases:file`); or notice there is no sign-in."""
+        paths = (await self.http.get(f"{self.base_url}/openapi.json")).json()["paths"]
+        self.signs_in = f"{API}/auth/token" in paths
+        if not self.signs_in:
+            return
+        self.admin = bearer(await self._sign_in(email, password))
+        key, _ = await self._post("/api-keys", {"name": "bench-storefront", "scopes": ["cases:file"]}, self.admin)
+        self.storefront = bearer(str(key["key"]))
+
+    async def _sign_in(self, email: str, password: str) -> str:
+        t0 = time.perf_counter()
+        r = await self.http.post("/auth/token", data={"username": email, "password": password})
+        self.sign_in_seconds.append(time.perf_counter() - t0)
+        if r.status_code != 200:
+            raise ApiError(f"POST /auth/token -> {r.status_code}: {r.text[:300]}")
+        return str(r.json()["access_token"])
 
     async def _post(
         self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -59,14 +90,33 @@ class Api:
         return r.json(), elapsed
 
     async def team(self, name: str) -> str:
-        await self._post("/teams", {"name": name})
+        await self._post("/teams", {"name": name}, self.admin)
         return name
 
-    async def agent(self, team: str, status: str = "available") -> str:
+    async def agent(self, team: str, status: str = "available", signed_in: bool = True) -> str:
+        """Add an agent; `signed_in`: with a password, signed in now (else `sign_in_agents` does it later)."""
         email = f"{uuid.uuid4().hex[:16]}@bench.example"
         body = {"name": "Bench Agent", "email": email, "team": team, "status": status}
-        agent, _ = await self._post("/agents", body)
-        return str(agent["id"])
+        if signed_in and self.signs_in:
+            body["password"] = AGENT_PASSWORD
+        agent, _ = await self._post("/agents", body, self.admin)
+        agent_id = str(agent["id"])
+        self._emails[agent_id] = email
+        if signed_in and self.signs_in:
+            self._agents[agent_id] = bearer(await self._sign_in(email, AGENT_PASSWORD))
+        return agent_id
+
+    async def sign_in_agents(self, agent_ids: Iterable[str]) -> None:
+        """Give these agents a password and sign them in (before a measured phase: Argon2 is slow on purpose)."""
+        if not self.signs_in:
+            return
+        for agent_id in agent_ids:
+            if agent_id in self._agents:
+                continue
+            r = await self.http.patch(f"/agents/{agent_id}", json={"password": AGENT_PASSWORD}, headers=self.admin)
+            if r.status_code != 200:
+                raise ApiError(f"PATCH /agents/{agent_id} -> {r.status_code}: {r.text[:300]}")
+            self._agents[agent_id] = bearer(await self._sign_in(self._emails[agent_id], AGENT_PASSWORD))
 
     async def _retrying(
         self, call: Callable[[], Awaitable[tuple[dict[str, Any], float]]], retries: int
@@ -92,12 +142,22 @@ class Api:
         return await self._retrying(functools.partial(self._file, team, key), retries)
 
     async def _file(self, team: str, key: str) -> tuple[dict[str, Any], float]:
-        return await self._post("/cases", case_body(team, key), {"Idempotency-Key": key})
+        return await self._post("/cases", case_body(team, key), {**self.storefront, "Idempotency-Key": key})
 
     async def resolve(self, case_id: str, agent_id: str, retries: int = RETRIES) -> tuple[dict[str, Any], float]:
-        """Resolve as the assignee (repeat-safe: a repeat by the same agent answers the same)."""
-        body = {"agent_id": agent_id, "resolution": "refunded"}
-        return await self._retrying(functools.partial(self._post, f"/cases/{case_id}/resolve", body), retries)
+        """Resolve as the assignee, with their own token (repeat-safe: a repeat answers the same)."""
+        if not self.signs_in:
+            body, headers = {"agent_id": agent_id, "resolution": "refunded"}, None
+        elif agent_id not in self._agents:
+            raise ApiError(f"agent {agent_id} was not signed in before the measured phase")
+        else:
+            body, headers = {"resolution": "refunded"}, self._agents[agent_id]
+        call = functools.partial(self._post, f"/cases/{case_id}/resolve", body, headers)
+        return await self._retrying(call, retries)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def bounded[T](concurrency: int, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:

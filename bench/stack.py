@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -37,6 +38,10 @@ class StackConfig:
     # Run the worker, the API and the migrations from another copy of the code (e.g. a snapshot taken
     # before a change), so before and after are measured by the same harness.
     product_dir: Path = PROJECT_ROOT
+    # The admin the driver signs in as: made by the stack it starts (a fresh one each run), given for an
+    # external stack (BENCH_ADMIN_EMAIL, BENCH_ADMIN_PASSWORD).
+    admin_email: str = "bench-admin@bench.example"
+    admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
 
 @dataclass
@@ -95,7 +100,16 @@ class Stack:
                 "TEMPORAL_ADDRESS": cfg.temporal_address,
                 "TEMPORAL_UI_PORT": str(cfg.temporal_ui_port),
                 "TASK_QUEUE": cfg.task_queue,
+                # A key and an admin of this run's own.
+                "SECRET_KEY": secrets.token_hex(32),
+                "ADMIN_EMAIL": cfg.admin_email,
+                "ADMIN_PASSWORD": cfg.admin_password,
             }
+            if (cfg.product_dir / "core" / "bootstrap.py").exists():  # a product from before sign-in has none
+                subprocess.run(
+                    [sys.executable, "-m", "core.bootstrap", "ensure-admin"],
+                    cwd=cfg.product_dir, env=env, check=True, capture_output=True,
+                )  # fmt: skip
             api_port = str(make_url_port(cfg.api_url))
             env["API_PORT"] = api_port
             self._spawn("worker", [sys.executable, "worker.py"], env, cfg.product_dir)

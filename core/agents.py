@@ -14,6 +14,7 @@ from core.ids import new_id
 from core.models import Agent, AgentEvent, AgentStatus, ReturnCase
 from core.outbox import buffer_event
 from core.schemas import AgentCreate, AgentUpdate
+from core.users import create_agent_login, ensure_login_email_free, remove_agent_login, sync_agent_login
 from core.views import agent_public
 from workflows.messages import Requeue, Reservation
 
@@ -80,6 +81,7 @@ def _ensure_email_free(*, session: Session, email: str, agent_id: str | None) ->
     holder = session.scalars(select(Agent.id).where(Agent.active_email == email)).first()
     if holder is not None and holder != agent_id:
         raise EmailInUse(f"email {email} is already used by agent {holder}")
+    ensure_login_email_free(session=session, email=email, agent_id=agent_id)
 
 
 def _flush_agent(*, session: Session, agent: Agent) -> None:
@@ -90,8 +92,11 @@ def _flush_agent(*, session: Session, agent: Agent) -> None:
         raise EmailInUse(f"email {agent.email} is already used by another agent") from None
 
 
-def create_agent(*, session: Session, data: AgentCreate, actor: str = "api") -> AgentChange:
-    """Add an agent; an available one immediately takes the oldest waiting case of their team."""
+def create_agent(
+    *, session: Session, data: AgentCreate, actor: str = "api", password_hash: str | None = None
+) -> AgentChange:
+    """Add an agent and their login (`password_hash`: of `data.password`, hashed by the caller beforehand, since
+    Argon2 is too slow to run under the team lock); an available agent immediately takes the oldest waiting case."""
     lock_teams(session=session, teams=[data.team])
     _ensure_email_free(session=session, email=data.email, agent_id=None)
     agent = Agent(
@@ -105,12 +110,16 @@ def create_agent(*, session: Session, data: AgentCreate, actor: str = "api") -> 
     )
     session.add(agent)
     _flush_agent(session=session, agent=agent)
+    create_agent_login(session=session, agent=agent, password_hash=password_hash)
     record_agent_event(session=session, agent=agent, type="created", actor=actor)
     return AgentChange(agent=agent, reservations=dispatch(session=session, team=agent.team))
 
 
-def update_agent(*, session: Session, agent_id: str, data: AgentUpdate, actor: str = "api") -> AgentChange:
-    """Edit an agent; becoming available or joining a team hands them that team's next case."""
+def update_agent(
+    *, session: Session, agent_id: str, data: AgentUpdate, actor: str = "api", password_hash: str | None = None
+) -> AgentChange:
+    """Edit an agent (and their login: email, and a new password hashed by the caller); becoming available or
+    joining a team hands them that team's next case."""
     current = get_agent(session=session, agent_id=agent_id)
     lock_teams(session=session, teams={current.team, data.team or current.team})
     agent = get_agent(session=session, agent_id=agent_id, for_update=True)
@@ -132,6 +141,7 @@ def update_agent(*, session: Session, agent_id: str, data: AgentUpdate, actor: s
         frees_capacity = True
     agent.updated_at = db_now(session)
     _flush_agent(session=session, agent=agent)
+    sync_agent_login(session=session, agent=agent, password_hash=password_hash)
     changes = {k: [v, getattr(agent, k)] for k, v in before.items() if getattr(agent, k) != v}
     if changes:
         record_agent_event(session=session, agent=agent, type="updated", actor=actor, changes=changes)
@@ -140,7 +150,8 @@ def update_agent(*, session: Session, agent_id: str, data: AgentUpdate, actor: s
 
 
 def remove_agent(*, session: Session, agent_id: str, actor: str) -> AgentChange:
-    """Soft-delete an agent; a case they held goes back to the front of its queue and is dispatched again."""
+    """Soft-delete an agent and end their login at once; a case they held goes back to the front of its queue and is
+    dispatched again."""
     current = get_agent(session=session, agent_id=agent_id)
     held = session.get(ReturnCase, current.current_case_id) if current.current_case_id else None
     lock_teams(session=session, teams={current.team} | ({held.team} if held else set()))
@@ -153,6 +164,7 @@ def remove_agent(*, session: Session, agent_id: str, actor: str) -> AgentChange:
     agent.active_email = None
     agent.status = AgentStatus.AWAY
     agent.current_case_id = None
+    remove_agent_login(session=session, agent_id=agent.id)
     record_agent_event(session=session, agent=agent, type="removed", actor=actor)
     if held is None:
         session.flush()

@@ -286,9 +286,14 @@ def list_cases(
     customer_email: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    visible_to: tuple[str, str] | None = None,
 ) -> tuple[list[ReturnCase], str | None]:
-    """Cases oldest first, filtered; returns the page and the cursor of the next one."""
+    """Cases oldest first, filtered; returns the page and the cursor of the next one. `visible_to` (an agent's
+    team and id) keeps only that team's cases and the case the agent holds."""
     stmt = select(ReturnCase)
+    if visible_to is not None:
+        own_team, own_id = visible_to
+        stmt = stmt.where((ReturnCase.team == own_team) | (ReturnCase.agent_id == own_id))
     if status == ACTIVE:
         # `= true`, not `IS TRUE`, so the (team,) is_open, queued_at, id index serves it.
         stmt = stmt.where(ReturnCase.is_open == true())

@@ -47,8 +47,18 @@ class Settings(BaseSettings):
     TEMPORAL_RPC_TIMEOUT_SECONDS: float = 10.0
     METRICS_PORT: int = 0
     LOG_LEVEL: str = "INFO"
-    # Keys the webhook signing secrets are encrypted with (and, with issue 9, the sign-in tokens).
+    # Signs access tokens and customer tracking tokens, and keys the encryption of webhook secrets. Required by
+    # the API and the worker; `make dev` generates one into DATA_DIR/secret-key.
     SECRET_KEY: str = ""
+    # The first admin, created when no user with this email exists (make dev, the compose migrate job).
+    ADMIN_EMAIL: str = ""
+    ADMIN_PASSWORD: str = ""
+    ACCESS_TOKEN_MINUTES: int = 30
+    # Failed sign-ins allowed in 15 minutes before a 429: per account, and per client address.
+    LOGIN_FAILURES_PER_ACCOUNT: int = 10
+    LOGIN_FAILURES_PER_ADDRESS: int = 50
+    # The API's address as customers reach it: the base of tracking links. Default http://$API_HOST:$API_PORT.
+    PUBLIC_URL: str = ""
     # How often the API's event reader and each webhook delivery poll the outbox.
     EVENT_POLL_INTERVAL_SECONDS: float = 0.15
     # Events one stream subscriber may fall behind by before its stream is closed (it resumes by Last-Event-ID).
@@ -83,7 +93,32 @@ class Settings(BaseSettings):
             self.TEMPORAL_ADDRESS = f"127.0.0.1:{self.TEMPORAL_PORT}"
         if not self.TEMPORAL_UI_URL:
             self.TEMPORAL_UI_URL = f"http://localhost:{self.TEMPORAL_UI_PORT}"
+        if not self.PUBLIC_URL:
+            self.PUBLIC_URL = f"http://{self.API_HOST}:{self.API_PORT}"
+        self.PUBLIC_URL = self.PUBLIC_URL.rstrip("/")
         return self
+
+
+# HMAC-SHA256 keys: 32 bytes of entropy, e.g. `openssl rand -hex 32` (64 characters).
+SECRET_KEY_MIN_LENGTH = 32
+
+
+def secret_key_problem(settings: Settings) -> str | None:
+    """Why SECRET_KEY cannot be used, in one line, or None."""
+    if not settings.SECRET_KEY:
+        return "SECRET_KEY is not set: generate one with `openssl rand -hex 32` and set it in the environment or .env"
+    if len(settings.SECRET_KEY) < SECRET_KEY_MIN_LENGTH:
+        return (
+            f"SECRET_KEY is shorter than {SECRET_KEY_MIN_LENGTH} characters: generate one with `openssl rand -hex 32`"
+        )
+    return None
+
+
+def require_secret_key(settings: Settings) -> None:
+    """Refuse to start (exit with one line) without a usable SECRET_KEY."""
+    problem = secret_key_problem(settings)
+    if problem is not None:
+        raise SystemExit(problem)
 
 
 @lru_cache

@@ -28,6 +28,12 @@ class Invalid(DomainError):
     status_code = 422
 
 
+class Forbidden(DomainError):
+    """The principal may not do this (to this object); nothing was changed."""
+
+    status_code = 403
+
+
 class TeamNotFound(NotFound): ...
 
 
@@ -35,6 +41,9 @@ class AgentNotFound(NotFound): ...
 
 
 class CaseNotFound(NotFound): ...
+
+
+class ApiKeyNotFound(NotFound): ...
 
 
 class WebhookNotFound(NotFound): ...
@@ -68,7 +77,8 @@ class IdempotencyKeyReused(Conflict): ...
 class CaseNotAssigned(Conflict): ...
 
 
-class WrongAgent(Conflict): ...
+class WrongAgent(Forbidden):
+    """Someone other than the case's assignee tried to resolve it."""
 
 
 class CaseClosed(Conflict): ...
@@ -80,6 +90,7 @@ ERRORS_BY_TYPE: dict[str, type[DomainError]] = {
         TeamNotFound,
         AgentNotFound,
         CaseNotFound,
+        ApiKeyNotFound,
         UnknownTeam,
         TeamExists,
         EmailInUse,

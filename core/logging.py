@@ -1,4 +1,5 @@
-"""Logging: JSON lines when not on a terminal, readable lines on one; email addresses never leave the process."""
+"""Logging: JSON lines when not on a terminal, readable lines on one; email addresses, tracking tokens and API keys
+never leave the process."""
 
 import json
 import logging
@@ -17,6 +18,9 @@ CASE_WORKFLOW_PREFIX = workflow_id_for_case("")
 
 EMAIL_PATTERN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 EMAIL_REPLACEMENT = "<email>"
+# A customer's tracking token travels in the path (access log lines); an API key should never be logged at all.
+TRACKING_PATH_PATTERN = re.compile(r"(/track/)[^/\s?#\"']+")
+API_KEY_PATTERN = re.compile(r"rdk_[A-Za-z0-9]+")
 
 
 def case_context(case_id: str, agent_id: str | None = None) -> dict[str, str | None]:
@@ -24,23 +28,26 @@ def case_context(case_id: str, agent_id: str | None = None) -> dict[str, str | N
     return {"case_id": case_id, "agent_id": agent_id, "workflow_id": workflow_id_for_case(case_id)}
 
 
-def redact_emails(text: str) -> str:
-    """`text` with every email address replaced."""
-    return EMAIL_PATTERN.sub(EMAIL_REPLACEMENT, text)
+def redact(text: str) -> str:
+    """`text` with every email address, tracking token (in a path) and API key replaced."""
+    text = EMAIL_PATTERN.sub(EMAIL_REPLACEMENT, text)
+    text = TRACKING_PATH_PATTERN.sub(r"\1<token>", text)
+    return API_KEY_PATTERN.sub("rdk_<key>", text)
 
 
 class EmailRedactingFilter(logging.Filter):
-    """Safety net: rewrites a record's message and traceback so no email address (a customer's) is written."""
+    """Safety net: rewrites a record's message and traceback so no email address (a customer's), tracking token or
+    API key is written."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = redact_emails(message)
+        redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact_emails(record.exc_text)
+            record.exc_text = redact(record.exc_text)
         return True
 
 

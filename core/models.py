@@ -1,4 +1,5 @@
-"""ORM models: team, agent, return_case, case_event. The database enforces the holding invariants."""
+"""ORM models: team, agent, return_case, case_event, and who may sign in or call the API. The database enforces
+the holding invariants."""
 
 import enum
 from datetime import UTC, datetime
@@ -74,6 +75,11 @@ class CaseStatus(enum.StrEnum):
 
 TERMINAL_STATUSES = frozenset({CaseStatus.RESOLVED, CaseStatus.CANCELLED})
 HELD_STATUSES = frozenset({CaseStatus.RESERVED, CaseStatus.ASSIGNED})
+
+
+class UserRole(enum.StrEnum):
+    ADMIN = "admin"
+    AGENT = "agent"
 
 
 class CasePriority(enum.StrEnum):
@@ -217,6 +223,70 @@ class AgentEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # The agent as `GET /agents/{id}` showed it right after this change (NULL: recorded before the outbox).
     snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class AppUser(Base):
+    """Someone who signs in: an admin, or the login of an agent (created, edited and removed with the agent)."""
+
+    __tablename__ = "app_user"
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'agent')", name="role"),
+        CheckConstraint(
+            "(role = 'agent' AND agent_id IS NOT NULL) OR (role = 'admin' AND agent_id IS NULL)", name="agent_login"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    # Equals `email` while the user exists and NULL once removed: one live login per email.
+    active_email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    agent_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("agent.id"), unique=True)
+    # Argon2; NULL means the user cannot sign in (an agent nobody has set a password for).
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    # Carried by each access token; bumped on removal and password change, which ends every token issued before.
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    """A service's key (the storefront's backend): stored as a SHA-256 of the key, which is shown only once."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    # The first characters of the key, to tell keys apart in a listing.
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_by: Mapped[str] = mapped_column(String(32), ForeignKey("app_user.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Updated at most about once a minute, so a busy key does not write on every request.
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class LoginFailure(Base):
+    """One failed sign-in; the rows of the last 15 minutes throttle an account and a client address, across every
+    API replica."""
+
+    __tablename__ = "login_failure"
+    __table_args__ = (
+        Index("ix_login_failure_account_key_at", "account_key", "at"),
+        Index("ix_login_failure_client_address_at", "client_address", "at"),
+        Index("ix_login_failure_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    # SHA-256 of the email as typed (lowercased): people type passwords into the email field too.
+    account_key: Mapped[str] = mapped_column(String(64))
+    client_address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class SystemEvent(Base):

@@ -6,6 +6,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from core.models import AgentStatus, CasePriority, CaseStatus
+from core.security import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 
 # Text fields are checked as sent, then trimmed (and emails lowercased), so that the OpenAPI document
 # promises exactly what validation accepts: a length or pattern checked after trimming cannot be written
@@ -46,6 +47,15 @@ Email = Annotated[
     TrimLower,
 ]
 Note = Annotated[str, StringConstraints(max_length=5000), Trim]
+# Taken as typed: no trimming, no composition rules (NIST SP 800-63-4); never echoed, logged or stored in clear.
+Password = Annotated[
+    str,
+    StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH),
+    Field(
+        json_schema_extra={"format": "password", "writeOnly": True},
+        description=f"{PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters; a passphrase works well",
+    ),
+]
 
 T = TypeVar("T")
 
@@ -94,6 +104,8 @@ class AgentCreate(Schema):
     email: Email
     team: TeamName = "returns"
     status: AgentStatus = AgentStatus.AVAILABLE
+    # The agent signs in with `email` and this; without one they cannot sign in until an admin sets it.
+    password: Password | None = None
 
 
 class AgentUpdate(Schema):
@@ -102,6 +114,8 @@ class AgentUpdate(Schema):
     email: Email | None = None
     team: TeamName | None = None
     status: AgentStatus | None = None
+    # A new password ends every token the agent holds.
+    password: Password | None = None
 
 
 class AgentPublic(Schema):
@@ -155,8 +169,9 @@ class CasePublic(Schema):
 
 
 class CaseResolve(Schema):
+    """The signed-in agent resolves the case they hold; who they are comes from their token."""
+
     model_config = ConfigDict(extra="forbid")
-    agent_id: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=NOT_BLANK), Trim]
     resolution: Note | None = None
 
 

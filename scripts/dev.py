@@ -4,6 +4,8 @@ Restarts the worker or the API if one dies, the way a process manager would; Ctr
 """
 
 import asyncio
+import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,7 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.config import Settings, get_settings  # noqa: E402
+from core.bootstrap import BootstrapError, admin_exists, ensure_admin  # noqa: E402
+from core.config import Settings, get_settings, secret_key_problem  # noqa: E402
+from core.db import make_engine, make_session_factory  # noqa: E402
 from core.dev_server import dev_server_argv, wait_for_temporal  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -87,6 +91,61 @@ def ports_in_use(settings: Settings) -> list[int]:
     return taken
 
 
+DEFAULT_ADMIN_EMAIL = "admin@localhost"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (mode 600 from the start, never readable by others)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)
+
+
+def ensure_secret_key(settings: Settings) -> str:
+    """SECRET_KEY from the environment or .env, else the one generated into DATA_DIR on the first run."""
+    if settings.SECRET_KEY:
+        problem = secret_key_problem(settings)
+        if problem:
+            raise SystemExit(f"[dev] {problem}")
+        return settings.SECRET_KEY
+    path = settings.DATA_DIR / "secret-key"
+    if not path.exists():
+        write_private(path, secrets.token_hex(32))
+        log(f"generated SECRET_KEY into {path}")
+    return path.read_text().strip()
+
+
+def ensure_first_admin(settings: Settings) -> None:
+    """Create the first admin unless a user with that email exists, and say how to sign in."""
+    email = settings.ADMIN_EMAIL or DEFAULT_ADMIN_EMAIL
+    password_file = settings.DATA_DIR / "admin-password"
+    # Shown relative to the project, where the commands it prints are run.
+    shown = password_file.relative_to(ROOT) if password_file.is_relative_to(ROOT) else password_file
+    engine = make_engine(settings.DATABASE_URL, pool_size=1)
+    session_factory = make_session_factory(engine)
+    try:
+        if admin_exists(session_factory, email):
+            log(f"admin {email} exists")
+        elif settings.ADMIN_PASSWORD:
+            ensure_admin(session_factory, email, settings.ADMIN_PASSWORD)
+            log(f"created admin {email} with the password ADMIN_PASSWORD gives")
+        else:
+            password = secrets.token_urlsafe(18)
+            ensure_admin(session_factory, email, password)
+            write_private(password_file, password)
+            log(f"created admin {email}, password {password} (shown once; kept in {shown})")
+    except BootstrapError as err:
+        raise SystemExit(f"[dev] cannot create the first admin: {err}") from None
+    finally:
+        engine.dispose()
+    api = f"http://{settings.API_HOST}:{settings.API_PORT}/api/v1"
+    from_file = password_file.exists() and not settings.ADMIN_PASSWORD
+    password = f"password@{shown}" if from_file else "password=..."
+    log(f"sign in: curl -s {api}/auth/token --data-urlencode username={email} --data-urlencode {password}")
+    log(f"      or the Authorize button of http://{settings.API_HOST}:{settings.API_PORT}/docs")
+
+
 def main() -> None:
     settings = get_settings()
     taken = ports_in_use(settings)
@@ -96,6 +155,8 @@ def main() -> None:
             "stop it or set API_PORT / TEMPORAL_PORT / TEMPORAL_UI_PORT"
         )
     settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # The worker and the API read it from the environment they inherit.
+    os.environ["SECRET_KEY"] = ensure_secret_key(settings)
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -121,6 +182,7 @@ def main() -> None:
             raise SystemExit(f"[dev] {err}") from None
         log(f"database: {settings.DATABASE_URL}")
         subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=ROOT, check=True)
+        ensure_first_admin(settings)
         worker.start()
         api.start()
         log(f"API docs:    http://{settings.API_HOST}:{settings.API_PORT}/docs")

@@ -1,9 +1,11 @@
 """Fixtures: a real Temporal dev server, a real MariaDB/MySQL database and SQLite, the real app and worker.
 
-Tests isolate from each other by team: each makes its own team, so dispatch never mixes their cases.
+Tests isolate from each other by team: each makes its own team, so dispatch never mixes their cases. A stack's
+`api` client carries an admin's token; `tests.helpers.resolve` acts as the agent, with their own token.
 """
 
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,16 +21,22 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
-from core.config import Settings
-from core.db import make_engine, make_session_factory
-from core.dev_server import temporal_cli
-from core.search_attributes import ALL_SEARCH_ATTRIBUTES
-from tests.support import fresh_mysql_database, migrate, stop_reconciler, worker_env
-from worker import all_activities, build_worker
+# Before the app is imported anywhere: every process of the session (this one, and the workers and APIs it starts,
+# which inherit the environment) signs and checks tokens with one key; tokens outlive the longest run.
+os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))
+os.environ.setdefault("ACCESS_TOKEN_MINUTES", str(24 * 60))
+
+from api.main import create_app  # noqa: E402
+from core.config import Settings  # noqa: E402
+from core.db import make_engine, make_session_factory  # noqa: E402
+from core.dev_server import temporal_cli  # noqa: E402
+from core.search_attributes import ALL_SEARCH_ATTRIBUTES  # noqa: E402
+from tests.helpers import authorize_as_admin  # noqa: E402
+from tests.support import fresh_mysql_database, migrate, stop_reconciler, worker_env  # noqa: E402
+from worker import all_activities, build_worker  # noqa: E402
 
 DEFAULT_TEST_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/returns_test"
-TEST_SECRET_KEY = "test-secret-key-0123456789abcdef0123456789abcdef"
+TEST_SECRET_KEY = os.environ["SECRET_KEY"]
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +81,7 @@ class Stack:
     client: Client
     engine: Engine
     session_factory: sessionmaker[Session]
+    admin_token: str = ""
 
 
 async def start_stack(
@@ -96,7 +105,8 @@ async def start_stack(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as api:
-            stack = Stack(backend, settings, api, env.client, engine, session_factory)
+            admin_token = await authorize_as_admin(api, session_factory)
+            stack = Stack(backend, settings, api, env.client, engine, session_factory, admin_token)
             if not in_process_worker:
                 yield stack
             else:

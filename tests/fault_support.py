@@ -21,7 +21,7 @@ from core.config import Settings
 from core.db import make_engine, make_session_factory
 from core.models import CaseEvent, ReturnCase
 from ops.invariants import find_workflow_violations
-from tests.helpers import API, case_body
+from tests.helpers import API, agent_token, bearer, case_body
 from tests.invariants import assert_holding_invariants
 from tests.support import (
     ServiceProcess,
@@ -164,6 +164,8 @@ async def work_cases(
     Returns how many resolves were answered 200."""
     resolved = 0
     deadline = time.monotonic() + timeout
+    # Each agent signs in once, before any fault; then resolves with their own token.
+    tokens = {agent_id: await agent_token(api, agent_id) for agent_id in agent_ids}
 
     async def agent_loop(agent_id: str) -> None:
         nonlocal resolved
@@ -190,7 +192,8 @@ async def work_cases(
                 api,
                 "POST",
                 f"{API}/cases/{case_id}/resolve",
-                json={"agent_id": agent_id, "resolution": "ok"},
+                json={"resolution": "ok"},
+                headers=bearer(tokens[agent_id]),
             )
             r = await retry_unavailable(resolve)
             assert r.status_code == 200, r.text
@@ -198,7 +201,7 @@ async def work_cases(
             resolved += 1
         raise AssertionError(f"agent {agent_id} still had work after {timeout}s")
 
-    await asyncio.gather(*(agent_loop(a) for a in agent_ids))
+    await asyncio.gather(*(agent_loop(a) for a in tokens))
     return resolved
 
 

@@ -248,11 +248,14 @@ class TemporalDevServer:
 
 @asynccontextmanager
 async def in_process_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app with its lifespan, called in process."""
+    """The real app with its lifespan, called in process, with an admin's token on the client."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=120) as api:
+            from tests.helpers import authorize_as_admin  # helpers imports this module
+
+            await authorize_as_admin(api, app.state.session_factory)
             yield api
 
 

@@ -4,7 +4,18 @@ from sqlalchemy import select
 
 from core.models import CaseEvent
 from tests.conftest import Stack
-from tests.helpers import API, add_agent, eventually, file_case, get_case, new_team, resolve
+from tests.helpers import (
+    API,
+    TEST_PASSWORD,
+    add_agent,
+    agent_token,
+    bearer,
+    eventually,
+    file_case,
+    get_case,
+    new_team,
+    resolve,
+)
 from tests.invariants import assert_holding_invariants
 
 
@@ -16,7 +27,7 @@ async def test_remove_agent_holding_case_puts_it_first_in_line(any_stack: Stack)
     later = await file_case(api, team)
     assert held["agent_id"] == leaving["id"] and later["status"] == "queued"
 
-    r = await api.delete(f"{API}/agents/{leaving['id']}", headers={"X-Actor": "admin:lee"})
+    r = await api.delete(f"{API}/agents/{leaving['id']}")
     assert r.status_code == 204
     requeued = await eventually(lambda: get_case(api, held["id"]), lambda c: c["status"] == "queued")
     assert requeued["agent_id"] is None
@@ -31,7 +42,8 @@ async def test_remove_agent_holding_case_puts_it_first_in_line(any_stack: Stack)
     assert (await get_case(api, later["id"]))["status"] == "queued"
     history = (await api.get(f"{API}/cases/{held['id']}/history")).json()["events"]
     requeue_event = next(e for e in history if e["type"] == "requeued")
-    assert requeue_event["actor"] == "admin:lee" and requeue_event["agent_id"] == leaving["id"]
+    admin_id = (await api.get(f"{API}/me")).json()["user_id"]
+    assert requeue_event["actor"] == f"admin:{admin_id}" and requeue_event["agent_id"] == leaving["id"]
     assert_holding_invariants(any_stack.session_factory, team)
 
 
@@ -41,11 +53,18 @@ async def test_removed_agents_case_goes_to_a_free_agent_at_once(stack: Stack) ->
     leaving = await add_agent(api, team)
     held = await file_case(api, team)
     spare = await add_agent(api, team)
+    leaving_token = await agent_token(api, leaving["id"])
+    assert (await api.get(f"{API}/me", headers=bearer(leaving_token))).status_code == 200
     assert (await api.delete(f"{API}/agents/{leaving['id']}")).status_code == 204
+    # Their token stops working at once, and they cannot sign in again.
+    r = await api.get(f"{API}/me", headers=bearer(leaving_token))
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     taken = await eventually(lambda: get_case(api, held["id"]), lambda c: c["status"] == "assigned")
     assert taken["agent_id"] == spare["id"]
     # The old assignee can no longer resolve it; the new one can.
-    assert (await resolve(api, held["id"], leaving["id"])).status_code == 409
+    assert (await resolve(api, held["id"], leaving["id"])).status_code == 401
+    r = await api.post(f"{API}/auth/token", data={"username": leaving["email"], "password": TEST_PASSWORD})
+    assert r.status_code == 401
     assert (await resolve(api, held["id"], spare["id"])).status_code == 200
 
 

@@ -24,7 +24,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.engine import make_url
 from temporalio.common import SearchAttributeIndexedValueType as IndexedType
 
-from core.config import PROJECT_ROOT, Settings
+from core.config import PROJECT_ROOT, Settings, secret_key_problem
 from core.search_attributes import ALL_SEARCH_ATTRIBUTES
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
@@ -45,10 +45,20 @@ REQUIRED_SERVICES = (
     "proxy",
 )
 # Settings the app cannot run without in the stack: where its database and its Temporal are.
-REQUIRED_APP_SETTINGS = ("DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TASK_QUEUE")
+REQUIRED_APP_SETTINGS = ("DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TASK_QUEUE", "SECRET_KEY")
+# Secrets compose refuses to start without: never a default, empty (and set, not commented out) in .env.example.
+REQUIRED_SECRETS = {
+    "MYSQL_ROOT_PASSWORD",
+    "APP_DB_PASSWORD",
+    "TEMPORAL_DB_PASSWORD",
+    "TEMPORAL_VISIBILITY_DB_PASSWORD",
+    "SECRET_KEY",
+}
+# Secrets that may stay unset (no first admin from the environment): an empty default, never a value.
+OPTIONAL_SECRETS = {"ADMIN_PASSWORD"}
 # Settings whose default is computed (an absolute path, or derived from another setting).
 # Defaults computed from other settings or from where the checkout lives.
-DERIVED_SETTINGS = ("DATA_DIR", "DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_UI_URL")
+DERIVED_SETTINGS = ("DATA_DIR", "DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_UI_URL", "PUBLIC_URL")
 # Temporal's MySQL visibility store has ten Keyword columns for custom search attributes.
 MAX_KEYWORD_ATTRIBUTES = 10
 # The `--type` names of `temporal operator search-attribute create`.
@@ -227,7 +237,7 @@ def compose_env(env_example: dict[str, EnvVar]) -> dict[str, str]:
     env = {var.name: var.value for var in env_example.values() if not var.commented}
     for name, value in env.items():
         if value == "":
-            env[name] = f"test-{name.lower().replace('_', '-')}-0123456789"
+            env[name] = f"test-{name.lower().replace('_', '-')}-0123456789abcdef0123456789"
     return env
 
 
@@ -469,6 +479,8 @@ def test_app_environment_is_the_settings_class(services: dict[str, Any]) -> None
     host, _, port = settings.TEMPORAL_ADDRESS.partition(":")
     assert host == "temporal" and port == "7233"
     assert settings.API_HOST == "0.0.0.0"
+    assert secret_key_problem(settings) is None  # .env's SECRET_KEY reaches every app container
+    assert settings.PUBLIC_URL == "http://127.0.0.1:8000"  # tracking links point at the published API
 
 
 def test_compose_defaults_are_the_apps_defaults(raw_compose: dict[str, Any]) -> None:
@@ -504,6 +516,9 @@ def test_env_example_documents_every_setting(env_example: dict[str, EnvVar]) -> 
 def test_env_example_app_settings_show_the_defaults(env_example: dict[str, EnvVar]) -> None:
     for name, field in Settings.model_fields.items():
         var = env_example[name]
+        if name in REQUIRED_SECRETS:
+            assert not var.commented and var.value == "", f"{name}: set it empty, for the operator to fill in"
+            continue
         # Commented out: .env is also read by `make dev`, which must keep its own defaults.
         assert var.commented, f"{name} is set in .env.example: it would change `make dev` too"
         if name not in DERIVED_SETTINGS:
@@ -512,18 +527,17 @@ def test_env_example_app_settings_show_the_defaults(env_example: dict[str, EnvVa
 
 def test_no_secret_has_a_default(env_example: dict[str, EnvVar]) -> None:
     text = COMPOSE_FILE.read_text()
-    secrets = {name for name in compose_variables(text) if "PASSWORD" in name}
-    assert secrets == {
-        "MYSQL_ROOT_PASSWORD",
-        "APP_DB_PASSWORD",
-        "TEMPORAL_DB_PASSWORD",
-        "TEMPORAL_VISIBILITY_DB_PASSWORD",
-    }
+    secrets = {name for name in compose_variables(text) if "PASSWORD" in name or "SECRET" in name}
+    assert secrets == REQUIRED_SECRETS | OPTIONAL_SECRETS
     for match in VARIABLE.finditer(text):
-        if match["name"] in secrets:
-            assert match["op"] == ":?", f"{match[0]}: a password must be required, never defaulted"
-    for name in secrets:
+        if match["name"] in REQUIRED_SECRETS:
+            assert match["op"] == ":?", f"{match[0]}: a secret must be required, never defaulted"
+        elif match["name"] in OPTIONAL_SECRETS:
+            assert (match["op"], match["arg"]) == (":-", ""), f"{match[0]}: an optional secret defaults to nothing"
+    for name in REQUIRED_SECRETS:
         assert env_example[name].value == "" and not env_example[name].commented, name
+    for name in OPTIONAL_SECRETS:
+        assert env_example[name].value == "", name
 
 
 def test_compose_only_defaults_match_env_example(env_example: dict[str, EnvVar]) -> None:

@@ -26,7 +26,7 @@ from api.errors import install_error_handlers
 from core.db import make_engine, make_session_factory, run_transaction
 from tests.conftest import Stack
 from tests.fault_support import BusyDesk, Traffic, assert_nothing_lost
-from tests.helpers import API, add_agent, case_body, eventually, new_team
+from tests.helpers import API, add_agent, agent_token, bearer, case_body, eventually, new_team, resolve
 from tests.support import (
     ServiceProcess,
     TemporalDevServer,
@@ -127,7 +127,7 @@ async def _assert_temporal_outage_answers(api: httpx.AsyncClient, team: str, cas
     r = await api.post(f"{API}/cases", json=case_body(team), headers={"Idempotency-Key": f"down-{uuid.uuid4()}"})
     assert r.status_code == 503, r.text
     assert "Temporal" in r.json()["detail"] or "workflow" in r.json()["detail"], r.text
-    r = await api.post(f"{API}/cases/{case_id}/resolve", json={"agent_id": agent_id})
+    r = await resolve(api, case_id, agent_id)
     assert r.status_code == 503, r.text
     assert r.json()["detail"], r.text
     r = await api.get(f"{API}/cases/{case_id}")
@@ -200,6 +200,7 @@ async def test_temporal_stopped_and_crashed_repeatedly(mysql_url: str, tmp_path:
 
 async def _assert_database_outage_answers(api: httpx.AsyncClient, team: str, case_id: str, agent_id: str) -> None:
     """While the database is cut off, every route answers 503 naming the database, none a 500."""
+    as_agent = bearer(await agent_token(api, agent_id))  # signed in before the cut
     spare = {"name": "Spare", "email": f"{uuid.uuid4().hex[:10]}@desk.example", "team": team}
     probes: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", f"{API}/cases", {"params": {"team": team}}),
@@ -215,7 +216,7 @@ async def _assert_database_outage_answers(api: httpx.AsyncClient, team: str, cas
         ("DELETE", f"{API}/agents/{agent_id}", {}),
         ("POST", f"{API}/cases", {"json": case_body(team)}),
         ("POST", f"{API}/cases", {"json": case_body(team), "headers": {"Idempotency-Key": str(uuid.uuid4())}}),
-        ("POST", f"{API}/cases/{case_id}/resolve", {"json": {"agent_id": agent_id}}),
+        ("POST", f"{API}/cases/{case_id}/resolve", {"json": {}, "headers": as_agent}),
         ("POST", f"{API}/cases/{case_id}/cancel", {"json": {}}),
     ]
     answers = await asyncio.gather(*(api.request(m, u, **kw) for m, u, kw in probes))
@@ -255,6 +256,7 @@ async def _cut_database_while_busy(
                     await asyncio.sleep(3.0)
                     assert desk.filing(), "the outage must start while cases are still being filed"
                     case_id, agent_id = await held_case(api, team)
+                    await agent_token(api, agent_id)
                     assert proxy.open_connections > 0, "nothing was connected through the proxy"
                     proxy.cut(outage)
                     await _assert_database_outage_answers(api, team, case_id, agent_id)

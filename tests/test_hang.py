@@ -19,7 +19,7 @@ from temporalio.client import WorkflowUpdateStage
 from ops.invariants import find_workflow_violations
 from tests.conftest import Stack
 from tests.fault_support import BusyDesk, Traffic, assert_nothing_lost
-from tests.helpers import API, add_agent, case_body, eventually, file_case, new_team
+from tests.helpers import API, add_agent, agent_token, bearer, case_body, eventually, file_case, new_team, resolve
 from tests.invariants import assert_holding_invariants
 from tests.support import ServiceProcess, in_process_api, through, worker_process
 from tests.tcp_proxy import TcpProxy
@@ -53,6 +53,7 @@ async def test_hung_database_is_a_quick_503_and_everything_recovers(
         async with in_process_api(settings) as api:
             team = await new_team(api)
             agent = await add_agent(api, team)
+            as_agent = bearer(await agent_token(api, agent["id"]))  # signed in before the hang
             held = await file_case(api, team)
             waiting = await file_case(api, team)
             assert (held["status"], waiting["status"]) == ("assigned", "queued")
@@ -74,7 +75,7 @@ async def test_hung_database_is_a_quick_503_and_everything_recovers(
                 ("GET", f"{API}/teams", {}),
                 ("GET", f"{API}/agents/{agent['id']}", {}),
                 ("POST", f"{API}/cases", {"json": case_body(team)}),
-                ("POST", f"{API}/cases/{held['id']}/resolve", {"json": {"agent_id": agent["id"]}}),
+                ("POST", f"{API}/cases/{held['id']}/resolve", {"json": {}, "headers": as_agent}),
                 ("POST", f"{API}/agents", {"json": {"name": "Spare", "email": f"{uuid.uuid4().hex[:8]}@x.example",
                                                     "team": team}}),
                 ("PATCH", f"{API}/agents/{agent['id']}", {"json": {"name": "Renamed"}}),
@@ -109,12 +110,12 @@ async def test_hung_database_is_a_quick_503_and_everything_recovers(
             assert resolved.json()["agent_id"] == handed.json()["agent_id"] == agent["id"]
             # The service works as before: a new filing is answered, the agent resolves what they hold.
             fresh = await file_case(api, team)
-            r = await api.post(f"{API}/cases/{waiting['id']}/resolve", json={"agent_id": agent["id"]})
+            r = await resolve(api, waiting["id"], agent["id"])
             assert r.status_code == 200, r.text
             assigned = await eventually(
                 lambda: api.get(f"{API}/cases/{fresh['id']}"), lambda r: r.json()["status"] == "assigned", timeout=30
             )
-            r = await api.post(f"{API}/cases/{fresh['id']}/resolve", json={"agent_id": assigned.json()["agent_id"]})
+            r = await resolve(api, fresh["id"], assigned.json()["agent_id"])
             assert r.status_code == 200, r.text
     finally:
         worker.terminate()

@@ -134,18 +134,14 @@ async def _run_lifecycle(stack: Stack, worker: ServiceProcess, metrics_url: str)
     await _until_assigned(api, repaired["id"])
 
     cancelled = await file_case(api, team)
-    r = await api.post(
-        f"{API}/cases/{cancelled['id']}/cancel",
-        json={"reason": "customer changed their mind"},
-        headers={"X-Actor": "ops:kim"},
-    )
+    r = await api.post(f"{API}/cases/{cancelled['id']}/cancel", json={"reason": "customer changed their mind"})
     assert r.status_code == 200, r.text
     waiting = await file_case(api, team)
     assert waiting["status"] == "queued"
 
     # Refusals, so the request metrics have errors to count.
     assert (await api.get(f"{API}/cases/c-no-such-case")).status_code == 404
-    assert (await resolve(api, resolved["id"], agent_b["id"])).status_code == 409
+    assert (await resolve(api, resolved["id"], agent_b["id"])).status_code == 403
     assert (await api.get("/no-such-page")).status_code == 404
 
     return Lifecycle(
@@ -320,11 +316,14 @@ async def test_history_gives_every_transition_an_actor_and_a_reason(lifecycle: L
     assert [(e["type"], e["actor"]) for e in repaired][1] == ("reserved", "reconciler")
 
     cancelled = (await _history(lifecycle, lifecycle.cancelled))["events"][-1]
+    admin_id = (await lifecycle.api.get(f"{API}/me")).json()["user_id"]
     assert (cancelled["type"], cancelled["actor"], cancelled["reason"]) == (
         "cancelled",
-        "ops:kim",
+        f"admin:{admin_id}",
         "customer changed their mind",
     )
+    filed = (await _history(lifecycle, lifecycle.cancelled))["events"][0]
+    assert (filed["type"], filed["actor"]) == ("filed", f"admin:{admin_id}")
 
 
 # --- worker metrics -----------------------------------------------------------------------------------
@@ -393,7 +392,7 @@ async def test_api_metrics_count_requests_per_route_template(lifecycle: Lifecycl
     requests = "returns_http_requests_total"
     assert total(text, requests, method="POST", route="/api/v1/cases", status="201") == len(lifecycle.cases)
     assert total(text, requests, method="POST", route="/api/v1/cases/{case_id}/resolve", status="200") == 1
-    assert total(text, requests, method="POST", route="/api/v1/cases/{case_id}/resolve", status="409") == 1
+    assert total(text, requests, method="POST", route="/api/v1/cases/{case_id}/resolve", status="403") == 1
     assert total(text, requests, method="POST", route="/api/v1/cases/{case_id}/cancel", status="200") == 1
     assert total(text, requests, method="GET", route="/api/v1/cases/{case_id}", status="404") == 1
     assert total(text, requests, method="GET", route="<unmatched>", status="404") == 1

@@ -1,15 +1,18 @@
-"""A refusal from the database (the workflow's view of its case was stale) is a 409, and the case's
+"""A refusal from the database (the workflow's view of its case was stale) is a refusal, and the case's
 workflow lives on. The stress test found case workflows FAILED by such a refusal once the case steps ran
 as local activities, whose failures reach workflow code as a bare ApplicationError."""
 
+import pytest
 from sqlalchemy import select
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 
 from core.cases import requeue, resolve_case
 from core.models import Agent, AgentStatus, ReturnCase
 from ops.invariants import find_workflow_violations
 from tests.conftest import Stack
 from tests.helpers import API, add_agent, file_case, new_team, resolve
+from workflows.messages import ResolveCaseInput
 from workflows.return_case import ReturnCaseWorkflow
 
 
@@ -31,11 +34,17 @@ async def test_stale_resolve_is_refused_and_the_case_lives_on(stack: Stack) -> N
     assert case["agent_id"] == agent["id"]
     _requeue_behind_the_workflows_back(stack, case["id"], agent["id"])
 
-    # The workflow still believes the agent holds the case, so it asks the database, which refuses.
+    # The API reads the record first: the case is no longer the agent's.
     r = await resolve(api, case["id"], agent["id"])
-    assert r.status_code == 409, r.text
-    assert "queued, not assigned" in r.json()["detail"]
+    assert r.status_code == 403, r.text
+    # The same resolve racing past that read reaches the workflow, which still believes the agent holds the case,
+    # so it asks the database, which refuses.
     handle = stack.client.get_workflow_handle_for(ReturnCaseWorkflow.run, case["workflow_id"])
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(ReturnCaseWorkflow.resolve, ResolveCaseInput(agent_id=agent["id"]))
+    cause = refused.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "CaseNotAssigned", cause
+    assert "queued, not assigned" in cause.message
     assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     seen = await handle.query(ReturnCaseWorkflow.get_case)
     assert seen is not None and (seen.status, seen.agent_id) == ("queued", None)

@@ -2,16 +2,18 @@
 
 Hypothesis drives the real API (in process, over a database, a Temporal dev server and a worker of
 its own) through random sequences of: file a case (either priority, either team), resolve it as its
-agent or as another one, cancel it, add an agent (available or away), set an agent away or available,
-remove an agent, move an agent to the other team. After every step the service is let to settle (no
+agent or as another one (each with their own token), cancel it, add an agent (available or away), set an
+agent away or available (the admin, or the agent themselves), remove an agent, move an agent to the other
+team. After every step the service is let to settle (no
 reservation left unconfirmed) and then:
 
 - the invariant checker (ops/invariants.py) finds nothing on the two teams;
 - no eligible agent is idle while a case of their team waits (dispatch runs in the same transaction as
   every change, so not even for a moment once the workflows have confirmed);
-- every answer was the one the case's state called for: 200 for an allowed transition, 409 for a
-  refused one (resolving a case that is not yours, still queued or closed; cancelling a resolved case),
-  404 for a removed agent, never a 5xx;
+- every answer was the one the case's state called for: 200 for an allowed transition; for a resolve, 403
+  when the case is not the agent's, 404 when it is another team's, 409 when it is theirs but closed, 401
+  once the agent was removed; 409 for cancelling a resolved case; 404 for a removed agent (401 for their
+  own token); never a 5xx;
 - per case, the model holds: a resolved case stays resolved, a cancelled one cancelled, every case
   filed exists exactly once; a removed agent holds nothing.
 
@@ -52,7 +54,7 @@ from api.main import create_app
 from core.models import Agent, ReturnCase
 from ops.invariants import check_database, find_workflow_violations
 from tests.fault_support import IsolatedDesk, isolated_desk
-from tests.helpers import API, case_body
+from tests.helpers import API, TEST_PASSWORD, authorize_as_admin_sync, bearer, case_body
 
 EXAMPLES = int(os.environ.get("STATE_MACHINE_EXAMPLES", "8"))
 STEPS = int(os.environ.get("STATE_MACHINE_STEPS", "25"))
@@ -71,6 +73,7 @@ def service(mysql_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     desk: IsolatedDesk
     with isolated_desk(mysql_url, "state", tmp_path_factory.mktemp("state")) as desk:
         with TestClient(create_app(desk.settings), raise_server_exceptions=True) as api:
+            authorize_as_admin_sync(api, desk.session_factory)
             yield Service(api, desk.session_factory, desk.server.address)
 
 
@@ -90,6 +93,7 @@ class CaseDesk(RuleBasedStateMachine):
         self.filed: set[str] = set()
         self.closed: dict[str, str] = {}  # case -> the terminal status it reached
         self.removed: set[str] = set()
+        self.tokens: dict[str, dict[str, str]] = {}  # agent -> their credential header
         self.hired = 0
 
     # --- plumbing ---------------------------------------------------------------------------------
@@ -149,10 +153,15 @@ class CaseDesk(RuleBasedStateMachine):
             "email": f"{uuid.uuid4().hex[:10]}@desk.example",
             "team": self.teams[second_team],
             "status": "away" if away else "available",
+            "password": TEST_PASSWORD,
         }
         r = self.request("POST", f"{API}/agents", json=body)
         assert r.status_code == 201, r.text
-        return r.json()["id"]  # type: ignore[no-any-return]
+        agent_id: str = r.json()["id"]
+        signed_in = self.api.post(f"{API}/auth/token", data={"username": body["email"], "password": TEST_PASSWORD})
+        assert signed_in.status_code == 200, signed_in.text
+        self.tokens[agent_id] = bearer(signed_in.json()["access_token"])
+        return agent_id
 
     @rule(target=cases, high=st.booleans(), second_team=st.booleans(), keyed=st.booleans())
     def file_case(self, high: bool, second_team: bool, keyed: bool) -> str:
@@ -169,19 +178,26 @@ class CaseDesk(RuleBasedStateMachine):
             assert again.status_code == 200 and again.json()["id"] == case["id"], again.text
         return case["id"]  # type: ignore[no-any-return]
 
+    def expected_resolve(self, case: dict[str, Any], agent_id: str) -> int:
+        """What resolving `case` as `agent_id` must answer."""
+        if agent_id in self.removed:
+            return 401
+        if case["agent_id"] != agent_id:
+            team = self.request("GET", f"{API}/agents/{agent_id}").json()["team"]
+            return 403 if case["team"] == team else 404
+        return 200 if case["status"] in ("assigned", "resolved") else 409
+
     @rule(case_id=cases, as_holder=st.booleans(), other=agents)
     def resolve(self, case_id: str, as_holder: bool, other: str) -> None:
         before = self.case(case_id)
-        agent_id = before["agent_id"] if as_holder and before["agent_id"] else other
-        r = self.request("POST", f"{API}/cases/{case_id}/resolve", json={"agent_id": agent_id})
-        allowed = (before["status"] == "assigned" and before["agent_id"] == agent_id) or (
-            before["status"] == "resolved" and before["agent_id"] == agent_id
-        )
-        if allowed:
-            assert r.status_code == 200 and r.json()["status"] == "resolved", r.text
+        holder = before["agent_id"] if before["agent_id"] in self.tokens else None
+        agent_id = holder if as_holder and holder else other
+        expected = self.expected_resolve(before, agent_id)
+        r = self.request("POST", f"{API}/cases/{case_id}/resolve", json={}, headers=self.tokens[agent_id])
+        assert r.status_code == expected, f"resolve by {agent_id} of {before} -> {r.status_code} {r.text}"
+        if expected == 200:
+            assert r.json()["status"] == "resolved", r.text
             self.closed[case_id] = "resolved"
-        else:
-            assert r.status_code == 409, f"resolve by {agent_id} of {before} -> {r.status_code} {r.text}"
 
     @rule(pick=st.integers(min_value=0, max_value=50))
     def resolve_a_held_case(self, pick: int) -> None:
@@ -190,7 +206,8 @@ class CaseDesk(RuleBasedStateMachine):
         if not held:
             return
         case = held[pick % len(held)]
-        r = self.request("POST", f"{API}/cases/{case['id']}/resolve", json={"agent_id": case["agent_id"]})
+        token = self.tokens[case["agent_id"]]
+        r = self.request("POST", f"{API}/cases/{case['id']}/resolve", json={}, headers=token)
         assert r.status_code == 200 and r.json()["status"] == "resolved", r.text
         self.closed[case["id"]] = "resolved"
 
@@ -204,10 +221,16 @@ class CaseDesk(RuleBasedStateMachine):
             assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
             self.closed[case_id] = "cancelled"
 
-    @rule(agent_id=agents, away=st.booleans())
-    def set_status(self, agent_id: str, away: bool) -> None:
-        r = self.request("PATCH", f"{API}/agents/{agent_id}", json={"status": "away" if away else "available"})
-        self.expect_agent_answer(agent_id, r, 200)
+    @rule(agent_id=agents, away=st.booleans(), themselves=st.booleans())
+    def set_status(self, agent_id: str, away: bool, themselves: bool) -> None:
+        """The admin, or the agent themselves, sets their availability."""
+        body = {"status": "away" if away else "available"}
+        if themselves:
+            r = self.request("PATCH", f"{API}/agents/{agent_id}", json=body, headers=self.tokens[agent_id])
+            assert r.status_code == (401 if agent_id in self.removed else 200), r.text
+        else:
+            r = self.request("PATCH", f"{API}/agents/{agent_id}", json=body)
+            self.expect_agent_answer(agent_id, r, 200)
 
     @rule(agent_id=agents)
     def move_team(self, agent_id: str) -> None:
@@ -302,8 +325,10 @@ def test_any_sequence_of_calls_keeps_the_invariants(service: Service) -> None:
     # Derandomized, so CI runs the same sequences every time and the coverage below cannot flake;
     # the slow run below explores new ones on every run.
     stats = run_machine(service, EXAMPLES, STEPS, derandomize=True)
-    for call in ("POST cases 201", "POST cases/resolve 200", "POST cases/resolve 409", "POST cases/cancel 200"):
+    for call in ("POST cases 201", "POST cases/resolve 200", "POST cases/cancel 200"):
         assert stats[call] > 0, f"the run never made a {call}: {stats}"
+    refused = sum(stats[f"POST cases/resolve {code}"] for code in (401, 403, 404, 409))
+    assert refused > 0, f"the run never had a resolve refused: {stats}"
     assert stats["DELETE agents 204"] + stats["PATCH agents 200"] > 0, stats
 
 

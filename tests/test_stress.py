@@ -1,12 +1,12 @@
 """Stress on the real topology: 3 worker processes and 2 API processes (uvicorn) against one Temporal
 dev server and MariaDB, driven over HTTP by simulated customers, agents, admins and ops at once.
 
-Customers file cases (a fifth of them fire the same Idempotency-Key three times in parallel, at both
-APIs); agents resolve what they hold (some first try a case that is not theirs, some send their resolve
-twice at once); ops cancel cases; admins send agents away and back, move them between teams, and remove
-agents who hold a case. The invariant checker (ops/invariants.py) runs every few seconds during the
-run and at the end: zero violations, every case terminal, every hand-off in serving order according
-to the case events, and the database agreeing with every workflow.
+Customers file cases through the storefront's API key (a fifth of them fire the same Idempotency-Key three
+times in parallel, at both APIs); agents resolve what they hold with their own tokens (some first try a case
+that is not theirs, some send their resolve twice at once); ops cancel cases; admins send agents away and back,
+move them between teams, and remove agents who hold a case. The invariant checker (ops/invariants.py) runs
+every few seconds during the run and at the end: zero violations, every case terminal, every hand-off in
+serving order according to the case events, and the database agreeing with every workflow.
 
 `test_stress_ci` runs in `make test`; `test_stress_full` (500 cases, 20 agents) runs in `make stress`.
 """
@@ -37,7 +37,7 @@ from temporalio.testing import WorkflowEnvironment
 from core.db import make_engine, make_session_factory
 from core.models import TERMINAL_STATUSES, CaseEvent, ReturnCase
 from ops.invariants import Violation, check_database, find_workflow_violations
-from tests.helpers import API, case_body
+from tests.helpers import API, TEST_ADMIN_EMAIL, TEST_PASSWORD, bearer, case_body, ensure_test_admin
 from tests.support import (
     ServiceProcess,
     api_process,
@@ -142,6 +142,10 @@ class Desk:
         self.case_ids: set[str] = set()
         self.keyed_filings = 0
         self.agents: dict[str, str] = {}  # live agent id -> team
+        self.emails: dict[str, str] = {}  # agent id -> email, to sign in
+        self.tokens: dict[str, str] = {}  # agent id -> their access token
+        self.admin: dict[str, str] = {}  # the admin's credential header
+        self.storefront: dict[str, str] = {}  # the storefront's API key header
         self.busy_agents: set[str] = set()  # in the middle of an admin change
         self.handled: set[str] = set()  # cases an agent is working on
         self.cancel_targets: list[str] = []
@@ -158,15 +162,23 @@ class Desk:
             await client.aclose()
 
     async def call(
-        self, method: str, path: str, *, label: str, retry_503: bool = True, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        label: str,
+        retry_503: bool = True,
+        as_: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> tuple[httpx.Response, bool]:
-        """One request to the next API process; a 503 is retried (the answer says so). Returns the final
-        response and whether any attempt got a 503."""
+        """One request to the next API process, as `as_` (a credential header; the admin by default); a 503 is
+        retried (the answer says so). Returns the final response and whether any attempt got a 503."""
         saw_503 = False
+        headers = {**(self.admin if as_ is None else as_), **kwargs.pop("headers", {})}
         for _ in range(40):
             client = self.clients[next(self._turn) % len(self.clients)]
             sent = time.monotonic()
-            r = await client.request(method, f"{API}{path}", **kwargs)
+            r = await client.request(method, f"{API}{path}", headers=headers, **kwargs)
             self.figures.slowest[label] = max(self.figures.slowest.get(label, 0.0), time.monotonic() - sent)
             self.figures.responses[f"{label} {r.status_code}"] += 1
             if r.status_code >= 500:
@@ -184,14 +196,43 @@ class Desk:
     def note(self, problem: str) -> None:
         self.figures.unexpected.append(problem)
 
+    # --- credentials --------------------------------------------------------------------------
+
+    async def sign_in(self, email: str) -> httpx.Response:
+        form = {"username": email, "password": TEST_PASSWORD}
+        r, _ = await self.call("POST", "/auth/token", label="POST /auth/token", as_={}, data=form)
+        return r
+
+    async def set_up_credentials(self) -> None:
+        """The admin signs in and gives the storefront a key that files cases."""
+        ensure_test_admin(self.topology.session_factory)
+        r = await self.sign_in(TEST_ADMIN_EMAIL)
+        assert r.status_code == 200, r.text
+        self.admin = bearer(r.json()["access_token"])
+        body = {"name": f"storefront-{self.run}", "scopes": ["cases:file"]}
+        r, _ = await self.call("POST", "/api-keys", label="POST /api-keys", json=body)
+        assert r.status_code == 201, r.text
+        self.storefront = bearer(r.json()["key"])
+
+    async def token_of(self, agent_id: str) -> dict[str, str]:
+        """The agent's credential (signed in on first use; a removed agent's sign-in fails: then none)."""
+        if agent_id not in self.tokens:
+            r = await self.sign_in(self.emails[agent_id])
+            if r.status_code != 200:
+                return {}
+            self.tokens[agent_id] = r.json()["access_token"]
+        return bearer(self.tokens[agent_id])
+
     # --- admins -------------------------------------------------------------------------------
 
     async def add_agent(self, team: str) -> str:
-        body = {"name": "Stress agent", "email": f"{uuid.uuid4().hex[:12]}@desk.example", "team": team}
+        email = f"{uuid.uuid4().hex[:12]}@desk.example"
+        body = {"name": "Stress agent", "email": email, "team": team, "password": TEST_PASSWORD}
         r, _ = await self.call("POST", "/agents", label="POST /agents", retry_503=False, json=body)
         assert r.status_code == 201, r.text
         agent_id: str = r.json()["id"]
         self.agents[agent_id] = team
+        self.emails[agent_id] = email
         return agent_id
 
     def _pick_agent(self) -> str | None:
@@ -203,17 +244,19 @@ class Desk:
 
         async def away_and_back(agent_id: str) -> None:
             try:
+                # Agents set their own availability; an admin may do it for them.
+                own = self.rng.random() < 0.5
+                who = await self.token_of(agent_id) if own else self.admin
                 r, _ = await self.call(
-                    "PATCH", f"/agents/{agent_id}", label="PATCH /agents", json={"status": "away"},
-                    headers={"X-Actor": "admin:stress"},
-                )  # fmt: skip
+                    "PATCH", f"/agents/{agent_id}", label="PATCH /agents", json={"status": "away"}, as_=who
+                )
                 if r.status_code != 200:
                     self.note(f"away {agent_id}: {r.status_code} {r.text}")
                     return
                 self.figures.away_flips += 1
                 await asyncio.sleep(self.rng.uniform(0.3, 2.0))
                 r, _ = await self.call(
-                    "PATCH", f"/agents/{agent_id}", label="PATCH /agents", json={"status": "available"}
+                    "PATCH", f"/agents/{agent_id}", label="PATCH /agents", json={"status": "available"}, as_=who
                 )
                 if r.status_code != 200:
                     self.note(f"back {agent_id}: {r.status_code} {r.text}")
@@ -259,13 +302,13 @@ class Desk:
             for team in self.teams:
                 r, _ = await self.call("GET", "/agents", label="GET /agents", params={"team": team, "limit": 200})
                 holders += [a for a in r.json()["items"] if a["current_case_id"] and a["id"] not in self.busy_agents]
+            # Another change may have taken an agent while the listing was awaited.
+            holders = [a for a in holders if a["id"] not in self.busy_agents]
             if not holders:
                 continue
             agent = self.rng.choice(holders)
             self.busy_agents.add(agent["id"])
-            r, saw_503 = await self.call(
-                "DELETE", f"/agents/{agent['id']}", label="DELETE /agents", headers={"X-Actor": "admin:stress"}
-            )
+            r, saw_503 = await self.call("DELETE", f"/agents/{agent['id']}", label="DELETE /agents")
             if r.status_code == 204 or (saw_503 and r.status_code == 404):
                 self.figures.removed_holding += 1
                 team = self.agents.pop(agent["id"])
@@ -301,7 +344,14 @@ class Desk:
             # The same filing three times at once, at both API processes.
             outcomes = await asyncio.gather(
                 *(
-                    self.call("POST", "/cases", label="POST /cases", json=body, headers={"Idempotency-Key": key})
+                    self.call(
+                        "POST",
+                        "/cases",
+                        label="POST /cases",
+                        as_=self.storefront,
+                        json=body,
+                        headers={"Idempotency-Key": key},
+                    )  # fmt: skip
                     for _ in range(3)
                 )
             )
@@ -316,7 +366,7 @@ class Desk:
             case_id = ids.pop()
         elif style == 2:
             # No key: a retry after a 503 may meet the first attempt's case (409 naming it).
-            r, saw_503 = await self.call("POST", "/cases", label="POST /cases", json=body)
+            r, saw_503 = await self.call("POST", "/cases", label="POST /cases", as_=self.storefront, json=body)
             if r.status_code == 409 and saw_503 and r.json().get("existing_case_id"):
                 case_id = r.json()["existing_case_id"]
             elif r.status_code == 201:
@@ -326,7 +376,7 @@ class Desk:
                 return
         else:
             r, saw_503 = await self.call(
-                "POST", "/cases", label="POST /cases", json=body, headers={"Idempotency-Key": key}
+                "POST", "/cases", label="POST /cases", as_=self.storefront, json=body, headers={"Idempotency-Key": key}
             )
             self.keyed_filings += 1
             if r.status_code not in (200, 201) or (r.status_code == 200 and not saw_503):
@@ -348,9 +398,8 @@ class Desk:
                 continue
             case_id = self.cancel_targets.pop(self.rng.randrange(len(self.cancel_targets)))
             r, _ = await self.call(
-                "POST", f"/cases/{case_id}/cancel", label="POST /cancel", json={"reason": "customer withdrew"},
-                headers={"X-Actor": "ops:stress"},
-            )  # fmt: skip
+                "POST", f"/cases/{case_id}/cancel", label="POST /cancel", json={"reason": "customer withdrew"}
+            )
             if r.status_code == 200 and r.json()["status"] == "cancelled":
                 self.figures.cancelled += 1
             elif r.status_code == 409 and "already resolved" in r.json()["detail"]:
@@ -395,7 +444,8 @@ class Desk:
             if self.rng.random() < 0.15:
                 impostor = self.rng.choice([a for a in self.agents if a != agent_id] or ["a-impostor"])
                 r, _ = await self.resolve(case_id, impostor)
-                if r.status_code == 409:
+                # 403: not theirs; 404: another team's case; 401: the impostor was removed meanwhile.
+                if r.status_code in (401, 403, 404):
                     self.figures.wrong_agent_refused += 1
                 elif not (r.status_code == 200 and r.json()["agent_id"] == impostor):
                     # A 200 is right only if the case had meanwhile moved to the "impostor" (its holder was
@@ -414,16 +464,18 @@ class Desk:
                 self.note(f"resolve {case_id}: {[(r.status_code, r.text[:200]) for r, _ in outcomes]}")
             self.figures.resolved += 1
             return
-        # Refused: the case was cancelled, or requeued because its agent was removed meanwhile.
+        # Refused: the case was cancelled (409), or its agent was removed meanwhile (401) and it went to someone
+        # else (403) or back to the queue (403, or 404 once the agent had moved to another team).
         for r, _ in outcomes:
-            if r.status_code != 409:
+            if r.status_code not in (401, 403, 404, 409):
                 self.note(f"resolve {case_id}: {r.status_code} {r.text}")
         self.handled.discard(case_id)  # if it comes back assigned (to someone else), handle it again
 
     async def resolve(self, case_id: str, agent_id: str) -> tuple[httpx.Response, bool]:
         return await self.call(
-            "POST", f"/cases/{case_id}/resolve", label="POST /resolve", json={"agent_id": agent_id, "resolution": "ok"}
-        )
+            "POST", f"/cases/{case_id}/resolve", label="POST /resolve", as_=await self.token_of(agent_id),
+            json={"resolution": "ok"},
+        )  # fmt: skip
 
     # --- the checker --------------------------------------------------------------------------
 
@@ -458,6 +510,7 @@ async def run_stress(topology: Topology, size: Size, seed: int) -> Figures:
     desk = Desk(topology, size, teams, seed)
     background: list[asyncio.Future[Any]] = []
     try:
+        await desk.set_up_credentials()
         for team in teams:
             r, _ = await desk.call("POST", "/teams", label="POST /teams", json={"name": team})
             assert r.status_code == 201, r.text

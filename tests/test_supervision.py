@@ -21,7 +21,7 @@ from core.config import PROJECT_ROOT
 from core.models import CaseEvent, CaseStatus, ReturnCase
 from ops.invariants import check_database, find_workflow_violations
 from tests.conftest import Stack
-from tests.helpers import API, add_agent, case_body, new_team
+from tests.helpers import API, add_agent, authorize_as_admin, bearer, case_body, new_team, resolve, sign_in
 from tests.support import api_settings, child_env, free_port, wait_for_log, wait_until_ready, worker_process
 
 # --- make dev ----------------------------------------------------------------------------------
@@ -45,6 +45,11 @@ class DevRunner:
             TEMPORAL_ADDRESS="",
             TEMPORAL_UI_URL="",
             TASK_QUEUE="",
+            # ... so make dev generates its key and its first admin, as on a clean clone.
+            SECRET_KEY="",
+            ADMIN_EMAIL="",
+            ADMIN_PASSWORD="",
+            PUBLIC_URL="",
         )
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -139,6 +144,13 @@ async def test_make_dev_restarts_a_dead_worker_and_api_then_stops_everything(dev
     await asyncio.to_thread(dev.wait_for, r"Ctrl-C stops everything", 180)
     await asyncio.to_thread(wait_until_ready, dev.api_url, 90)
     assert dev.data_dir.joinpath("temporal.db").exists()  # Temporal's state is in our data dir, not .data/
+    # A key and a first admin of its own, both readable by the owner only; the password is shown once.
+    secret_key, password_file = dev.data_dir / "secret-key", dev.data_dir / "admin-password"
+    assert secret_key.stat().st_mode & 0o777 == 0o600 and len(secret_key.read_text()) == 64
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text()
+    assert dev.log().count(password) == 1 and "created admin admin@localhost" in dev.log()
+    assert f"sign in: curl -s {dev.api_url}/api/v1/auth/token" in dev.log()
 
     await asyncio.to_thread(kill_and_wait_for_restart, dev, "worker")
     await asyncio.to_thread(kill_and_wait_for_restart, dev, "api")
@@ -146,12 +158,13 @@ async def test_make_dev_restarts_a_dead_worker_and_api_then_stops_everything(dev
 
     # The restarted processes serve: a case filed now is assigned, and resolves.
     async with httpx.AsyncClient(base_url=dev.api_url, timeout=30) as api:
+        api.headers.update(bearer(await sign_in(api, "admin@localhost", password)))
         agent = await add_agent(api, "returns")
         r = await api.post(f"{API}/cases", json=case_body("returns"))
         assert r.status_code == 201, r.text
         case = r.json()
         assert (case["status"], case["agent_id"]) == ("assigned", agent["id"])
-        r = await api.post(f"{API}/cases/{case['id']}/resolve", json={"agent_id": agent["id"]})
+        r = await resolve(api, case["id"], agent["id"])
         assert r.status_code == 200 and r.json()["status"] == "resolved", r.text
 
     children = dev.pids("temporal") + dev.pids("worker") + dev.pids("api")
@@ -183,7 +196,7 @@ async def _resolve_everything(api: httpx.AsyncClient, team: str, agent_ids: list
             if not mine:
                 await asyncio.sleep(0.1)
                 continue
-            r = await api.post(f"{API}/cases/{mine[0]['id']}/resolve", json={"agent_id": agent_id})
+            r = await resolve(api, mine[0]["id"], agent_id)
             assert r.status_code in (200, 503), r.text
             if r.status_code == 200:
                 resolved += 1
@@ -231,6 +244,7 @@ async def test_worker_drains_on_sigterm_and_leaves_nothing_half_written(
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as api:
+                await authorize_as_admin(api, app.state.session_factory)
                 team = await new_team(api)
                 agents = [(await add_agent(api, team))["id"] for _ in range(4)]
                 await asyncio.gather(*(_file_retrying(api, team, n) for n in range(24)))

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.conftest import Stack
-from tests.helpers import API, case_body, new_team
+from tests.helpers import API, add_agent, agent_token, bearer, case_body, new_team, resolve
 
 
 @pytest.mark.parametrize(
@@ -61,18 +61,21 @@ async def test_create_agent_malformed(stack: Stack, body: dict[str, object], fie
     assert field in r.json()["detail"]
 
 
-async def test_resolve_without_agent_id(stack: Stack) -> None:
-    r = await stack.api.post(f"{API}/cases/c-anything/resolve", json={})
+async def test_resolve_body_cannot_name_the_agent(stack: Stack) -> None:
+    agent = await add_agent(stack.api, await new_team(stack.api))
+    token = await agent_token(stack.api, agent["id"])
+    r = await stack.api.post(f"{API}/cases/c-anything/resolve", json={"agent_id": "a-1"}, headers=bearer(token))
     assert r.status_code == 422
     assert "agent_id" in r.json()["detail"]
 
 
 async def test_unknown_case_is_404(stack: Stack) -> None:
     api = stack.api
+    agent = await add_agent(api, await new_team(api))
     for r in (
         await api.get(f"{API}/cases/c-missing"),
         await api.get(f"{API}/cases/c-missing/history"),
-        await api.post(f"{API}/cases/c-missing/resolve", json={"agent_id": "a-1"}),
+        await resolve(api, "c-missing", agent["id"]),
         await api.post(f"{API}/cases/c-missing/cancel", json={}),
     ):
         assert r.status_code == 404, r.text

@@ -9,7 +9,7 @@ import httpx
 
 from api.main import create_app
 from tests.conftest import Stack
-from tests.helpers import API, add_agent, case_body, eventually, new_team
+from tests.helpers import API, add_agent, authorize_as_admin, case_body, eventually, new_team, resolve
 from tests.invariants import assert_holding_invariants
 from tests.support import api_settings, worker_process
 
@@ -17,7 +17,7 @@ from tests.support import api_settings, worker_process
 async def _resolve_until_done(api: httpx.AsyncClient, case_id: str, agent_id: str) -> None:
     """Resolve as an agent would: retry while the service answers 503 (worker gone)."""
     for _ in range(120):
-        r = await api.post(f"{API}/cases/{case_id}/resolve", json={"agent_id": agent_id})
+        r = await resolve(api, case_id, agent_id)
         if r.status_code == 200:
             return
         assert r.status_code == 503, r.text
@@ -34,6 +34,7 @@ async def test_worker_killed_mid_flight_loses_no_case(
     second = worker_process("worker-2", worker_process_env, tmp_path)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=60) as api:
+            await authorize_as_admin(api, app.state.session_factory)
             try:
                 first.start()
                 team = await new_team(api)

@@ -24,16 +24,19 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import ActorDep, Database, DatabaseDep, SettingsDep, TemporalClientDep
+from api.deps import Database, DatabaseDep, SettingsDep, TemporalClientDep
 from api.errors import domain_error_from_update, error_responses, temporal_outage
+from api.schemas import CaseFiled
+from api.security import Allow, CurrentPrincipal, Principal, RuledRoute, forbidden
 from core import cases as case_service
 from core import search_attributes as sa
 from core.config import Settings
-from core.errors import DomainError, IdempotencyKeyReused
+from core.errors import CaseNotFound, DomainError, Forbidden, IdempotencyKeyReused
 from core.ids import case_id_for_idempotency_key, new_id, workflow_id_for_case
-from core.models import CaseStatus
+from core.models import CaseStatus, ReturnCase
 from core.rules import cancel_refusal, resolve_refusal
 from core.schemas import CaseCancel, CaseCreate, CaseEventPublic, CaseHistory, CasePublic, CaseResolve, Page
+from core.security import tracking_token
 from workflows.messages import (
     CancelCaseInput,
     CaseDraft,
@@ -44,7 +47,7 @@ from workflows.messages import (
 )
 from workflows.return_case import ReturnCaseWorkflow
 
-router = APIRouter(prefix="/cases", tags=["cases"])
+router = APIRouter(prefix="/cases", tags=["cases"], route_class=RuledRoute)
 
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255, description="Repeat-safe filing key")
@@ -88,6 +91,26 @@ def _public(record: CaseRecord) -> CasePublic:
     return CasePublic.model_validate(record.model_dump())
 
 
+def visible_to(principal: Principal, case: ReturnCase | CasePublic) -> bool:
+    """An agent sees their team's cases and the case they hold (which stays theirs if they change team)."""
+    return principal.role != "agent" or case.team == principal.team or case.agent_id == principal.agent_id
+
+
+def _read_visible_case(session: Session, case_id: str, principal: Principal) -> ReturnCase:
+    """The case, or the same 404 as for an unknown id when the principal may not see it (nothing leaks)."""
+    case = case_service.get_case(session=session, case_id=case_id)
+    if not visible_to(principal, case):
+        raise CaseNotFound(f"case {case_id} not found")
+    return case
+
+
+def _filed(case: CasePublic, settings: Settings) -> CaseFiled:
+    token = tracking_token(secret_key=settings.SECRET_KEY, case_id=case.id)
+    return CaseFiled(
+        **case.model_dump(), tracking_token=token, tracking_url=f"{settings.PUBLIC_URL}/api/v1/track/{token}"
+    )
+
+
 def _summary(data: CaseCreate) -> str:
     return f"{data.customer_name}: order {data.order_id}, {data.product_name} ({data.product_sku})"[:200]
 
@@ -114,9 +137,10 @@ async def _existing_filing(db: Database, case_id: str, data: CaseCreate, key: st
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=CasePublic,
+    response_model=CaseFiled,
+    dependencies=[Allow(admin=True, scopes={"cases:file"})],
     responses={
-        200: {"model": CasePublic, "description": "A repeat of an earlier filing (same Idempotency-Key)"},
+        200: {"model": CaseFiled, "description": "A repeat of an earlier filing (same Idempotency-Key)"},
         **error_responses(400, 409, 422, 503),
     },
 )
@@ -126,8 +150,22 @@ async def create_case(
     db: DatabaseDep,
     client: TemporalClientDep,
     settings: SettingsDep,
-    actor: ActorDep,
+    principal: CurrentPrincipal,
     idempotency_key: IdempotencyKey = None,
+) -> CaseFiled:
+    """File a return case; it comes back `assigned` when an agent was free, else `queued`, with the customer's
+    private `tracking_url`."""
+    return _filed(await _file_case(body, response, db, client, settings, principal.actor, idempotency_key), settings)
+
+
+async def _file_case(
+    body: CaseCreate,
+    response: Response,
+    db: Database,
+    client: Client,
+    settings: Settings,
+    actor: str,
+    idempotency_key: str | None,
 ) -> CasePublic:
     """File a return case; it comes back `assigned` when an agent was free, else `queued`."""
     case_id = new_id("c") if idempotency_key is None else case_id_for_idempotency_key(idempotency_key)
@@ -188,9 +226,15 @@ async def create_case(
     return _public(result.case)
 
 
-@router.get("", response_model=Page[CasePublic], responses=error_responses(422, 503))
+@router.get(
+    "",
+    response_model=Page[CasePublic],
+    dependencies=[Allow(admin=True, agent=True, scopes={"cases:read"})],
+    responses=error_responses(422, 503),
+)
 async def read_cases(
     db: DatabaseDep,
+    principal: CurrentPrincipal,
     status: StatusFilter = None,
     agent_id: Annotated[str | None, Query(max_length=32)] = None,
     team: Annotated[str | None, Query(max_length=64)] = None,
@@ -198,7 +242,10 @@ async def read_cases(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Limit = 50,
 ) -> Page[CasePublic]:
-    """List cases oldest first, filtered by status (`active` = not terminal), agent, team or customer."""
+    """List cases oldest first, filtered by status (`active` = not terminal), agent, team or customer. An agent
+    sees their own team's cases (and the case they hold); naming another team is a 403."""
+    if principal.role == "agent" and team is not None and team != principal.team:
+        raise forbidden(f"agents see only the cases of their own team ({principal.team})")
     rows, next_cursor = await db.read(
         lambda s: case_service.list_cases(
             session=s,
@@ -208,35 +255,64 @@ async def read_cases(
             customer_email=customer_email,
             cursor=cursor,
             limit=limit,
+            visible_to=(str(principal.team), str(principal.agent_id)) if principal.role == "agent" else None,
         )
     )
     return Page[CasePublic](items=[case_service.to_public(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{case_id}", response_model=CasePublic, responses=error_responses(404, 422, 503))
-async def read_case(case_id: str, db: DatabaseDep) -> CasePublic:
-    """One case."""
-    return await db.read(lambda s: _read_case(s, case_id))
+READ_CASE = Allow(admin=True, agent=True, scopes={"cases:read"})
 
 
-@router.get("/{case_id}/history", response_model=CaseHistory, responses=error_responses(404, 422, 503))
-async def read_case_history(case_id: str, db: DatabaseDep, settings: SettingsDep) -> CaseHistory:
+@router.get("/{case_id}", response_model=CasePublic, dependencies=[READ_CASE], responses=error_responses(404, 422, 503))
+async def read_case(case_id: str, db: DatabaseDep, principal: CurrentPrincipal) -> CasePublic:
+    """One case (an agent: of their team, or the one they hold)."""
+    return await db.read(lambda s: case_service.to_public(_read_visible_case(s, case_id, principal)))
+
+
+@router.get(
+    "/{case_id}/history", response_model=CaseHistory, dependencies=[READ_CASE], responses=error_responses(404, 422, 503)
+)
+async def read_case_history(
+    case_id: str, db: DatabaseDep, settings: SettingsDep, principal: CurrentPrincipal
+) -> CaseHistory:
     """Every transition of the case, oldest first, with who did it and a link to its workflow in the Temporal UI."""
-    events = await db.read(lambda s: case_service.case_history(session=s, case_id=case_id))
+
+    def read(session: Session) -> list[CaseEventPublic]:
+        _read_visible_case(session, case_id, principal)
+        return [CaseEventPublic.model_validate(e) for e in case_service.case_history(session=session, case_id=case_id)]
+
+    events = await db.read(read)
     workflow_id = workflow_id_for_case(case_id)
     return CaseHistory(
         case_id=case_id,
         workflow_id=workflow_id,
         temporal_ui_url=f"{settings.TEMPORAL_UI_URL}/namespaces/{settings.TEMPORAL_NAMESPACE}/workflows/{workflow_id}",
-        events=[CaseEventPublic.model_validate(e) for e in events],
+        events=events,
     )
 
 
-@router.post("/{case_id}/resolve", response_model=CasePublic, responses=error_responses(400, 404, 409, 422, 503))
+@router.post(
+    "/{case_id}/resolve",
+    response_model=CasePublic,
+    dependencies=[Allow(agent=True, refusal="only the agent who holds the case can resolve it")],
+    responses=error_responses(400, 404, 409, 422, 503),
+)
 async def resolve_case(
-    case_id: str, body: CaseResolve, db: DatabaseDep, client: TemporalClientDep, settings: SettingsDep
+    case_id: str,
+    db: DatabaseDep,
+    client: TemporalClientDep,
+    settings: SettingsDep,
+    principal: CurrentPrincipal,
+    body: CaseResolve | None = None,
 ) -> CasePublic:
-    """Resolve the case; only its assignee may. The agent is freed and takes the next waiting case."""
+    """Resolve the case you hold (403 for a case you do not hold, 409 when yours cannot be resolved now). You are
+    freed and take the next waiting case."""
+    agent_id = str(principal.agent_id)
+    case = await db.read(lambda s: _read_visible_case(s, case_id, principal))
+    if case.agent_id != agent_id:
+        raise Forbidden(f"case {case_id} is not yours: only the agent who holds it can resolve it")
+    resolution = body.resolution if body else None
     return await _update_case(
         case_id,
         db,
@@ -244,23 +320,39 @@ async def resolve_case(
         settings,
         send=lambda handle: handle.execute_update(
             ReturnCaseWorkflow.resolve,
-            ResolveCaseInput(agent_id=body.agent_id, resolution=body.resolution),
+            ResolveCaseInput(agent_id=agent_id, resolution=resolution),
             rpc_timeout=_rpc_timeout(settings),
         ),
-        refusal=lambda case: resolve_refusal(case, body.agent_id),
+        refusal=lambda case: resolve_refusal(case, agent_id),
     )
 
 
-@router.post("/{case_id}/cancel", response_model=CasePublic, responses=error_responses(400, 404, 409, 422, 503))
+@router.post(
+    "/{case_id}/cancel",
+    response_model=CasePublic,
+    dependencies=[Allow(admin=True, scopes={"cases:cancel"})],
+    responses=error_responses(400, 404, 409, 422, 503),
+)
 async def cancel_case(
     case_id: str,
     db: DatabaseDep,
     client: TemporalClientDep,
     settings: SettingsDep,
-    actor: ActorDep,
+    principal: CurrentPrincipal,
     body: CaseCancel | None = None,
 ) -> CasePublic:
     """Cancel the case wherever it stands; a holding agent is freed and takes the next waiting case."""
+    await db.read(lambda s: _read_case(s, case_id))  # 404 for an unknown case
+    return await cancel_through_workflow(
+        case_id, body.reason if body else None, principal.actor, db=db, client=client, settings=settings
+    )
+
+
+async def cancel_through_workflow(
+    case_id: str, reason: str | None, actor: str, *, db: Database, client: Client, settings: Settings
+) -> CasePublic:
+    """Cancel a case (the caller has read it) by its workflow's update, recording `actor`; answered from the record
+    once the workflow closed."""
     return await _update_case(
         case_id,
         db,
@@ -268,7 +360,7 @@ async def cancel_case(
         settings,
         send=lambda handle: handle.execute_update(
             ReturnCaseWorkflow.cancel,
-            CancelCaseInput(reason=body.reason if body else None, actor=actor),
+            CancelCaseInput(reason=reason, actor=actor),
             rpc_timeout=_rpc_timeout(settings),
         ),
         refusal=cancel_refusal,
@@ -284,9 +376,8 @@ async def _update_case(
     send: Callable[[WorkflowHandle[ReturnCaseWorkflow, CaseRecord | None]], Awaitable[CaseRecord]],
     refusal: Callable[[CasePublic], DomainError | None],
 ) -> CasePublic:
-    """Send an update to the case's workflow; once the workflow has closed, answer a repeat from the record
-    and refuse anything else by the same rule."""
-    await db.read(lambda s: _read_case(s, case_id))  # 404 for an unknown case
+    """Send an update to the workflow of a case the caller has read; once the workflow has closed, answer a repeat
+    from the record and refuse anything else by the same rule."""
     handle = client.get_workflow_handle_for(ReturnCaseWorkflow.run, workflow_id_for_case(case_id))
     try:
         return _public(await _send_update(lambda: send(handle)))

@@ -7,17 +7,22 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.deps import DatabaseDep, TemporalClientDep
+from api.security import Public, RuledRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=RuledRoute)
 
 
-@router.get("/healthz")
+@router.get("/healthz", dependencies=[Public("liveness probe")])
 async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "MySQL or Temporal is down"}})
+@router.get(
+    "/readyz",
+    dependencies=[Public("readiness probe of the load balancer and the orchestrator")],
+    responses={503: {"description": "MySQL or Temporal is down"}},
+)
 async def readyz(db: DatabaseDep, client: TemporalClientDep) -> JSONResponse:
     """Ready when both the database and Temporal answer; 503 names whichever does not."""
     problems: list[str] = []

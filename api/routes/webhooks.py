@@ -10,6 +10,7 @@ from temporalio.service import RPCError
 
 from api.deps import DatabaseDep, SettingsDep, TemporalClientDep
 from api.errors import error_responses
+from api.security import Allow, RuledRoute
 from core import webhooks as webhook_service
 from core.config import Settings
 from core.crypto import decrypt_secret
@@ -30,7 +31,9 @@ from core.webhook_urls import UnsafeWebhookUrl, resolve_webhook_url, resolve_web
 
 log = logging.getLogger("returns.api.webhooks")
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/webhooks", tags=["webhooks"], route_class=RuledRoute)
+# Every webhook route: admins only.
+ADMINS = [Allow(admin=True)]
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 
@@ -47,7 +50,11 @@ async def _start(client: TemporalClientDep, settings: Settings, endpoint_id: str
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated, responses=error_responses(400, 422, 503)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WebhookCreated,
+    dependencies=ADMINS,
+    responses=error_responses(400, 422, 503),
 )
 async def create_webhook(
     body: WebhookCreate, db: DatabaseDep, client: TemporalClientDep, settings: SettingsDep
@@ -63,7 +70,7 @@ async def create_webhook(
     return WebhookCreated(**webhook_service.webhook_public(endpoint).model_dump(), secret=secret)
 
 
-@router.get("", response_model=Page[WebhookPublic], responses=error_responses(422, 503))
+@router.get("", response_model=Page[WebhookPublic], dependencies=ADMINS, responses=error_responses(422, 503))
 async def read_webhooks(
     db: DatabaseDep, cursor: Annotated[str | None, Query(max_length=32)] = None, limit: Limit = 50
 ) -> Page[WebhookPublic]:
@@ -72,14 +79,18 @@ async def read_webhooks(
     return Page[WebhookPublic](items=[webhook_service.webhook_public(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{webhook_id}", response_model=WebhookPublic, responses=error_responses(404, 422, 503))
+@router.get(
+    "/{webhook_id}", response_model=WebhookPublic, dependencies=ADMINS, responses=error_responses(404, 422, 503)
+)
 async def read_webhook(webhook_id: str, db: DatabaseDep) -> WebhookPublic:
     """One webhook endpoint."""
     endpoint = await db.read(lambda s: webhook_service.get_endpoint(session=s, endpoint_id=webhook_id))
     return webhook_service.webhook_public(endpoint)
 
 
-@router.patch("/{webhook_id}", response_model=WebhookPublic, responses=error_responses(400, 404, 422, 503))
+@router.patch(
+    "/{webhook_id}", response_model=WebhookPublic, dependencies=ADMINS, responses=error_responses(400, 404, 422, 503)
+)
 async def update_webhook(
     webhook_id: str,
     body: WebhookUpdate,
@@ -100,7 +111,12 @@ async def update_webhook(
     return webhook_service.webhook_public(endpoint)
 
 
-@router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404, 422, 503))
+@router.delete(
+    "/{webhook_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=ADMINS,
+    responses=error_responses(404, 422, 503),
+)
 async def delete_webhook(webhook_id: str, db: DatabaseDep) -> Response:
     """Remove an endpoint and its delivery records; nothing more is sent to it."""
     await db.write(lambda s: webhook_service.delete_endpoint(session=s, endpoint_id=webhook_id))
@@ -108,7 +124,10 @@ async def delete_webhook(webhook_id: str, db: DatabaseDep) -> Response:
 
 
 @router.get(
-    "/{webhook_id}/deliveries", response_model=Page[WebhookDeliveryPublic], responses=error_responses(404, 422, 503)
+    "/{webhook_id}/deliveries",
+    response_model=Page[WebhookDeliveryPublic],
+    dependencies=ADMINS,
+    responses=error_responses(404, 422, 503),
 )
 async def read_deliveries(
     webhook_id: str,
@@ -125,7 +144,12 @@ async def read_deliveries(
     )
 
 
-@router.post("/{webhook_id}/test", response_model=WebhookTestResult, responses=error_responses(404, 422, 503))
+@router.post(
+    "/{webhook_id}/test",
+    response_model=WebhookTestResult,
+    dependencies=ADMINS,
+    responses=error_responses(404, 422, 503),
+)
 async def test_webhook(webhook_id: str, db: DatabaseDep, settings: SettingsDep) -> WebhookTestResult:
     """Send a signed `webhook.test` ping now, record the attempt and return it."""
     endpoint = await db.read(lambda s: webhook_service.get_endpoint(session=s, endpoint_id=webhook_id))
@@ -167,7 +191,9 @@ async def test_webhook(webhook_id: str, db: DatabaseDep, settings: SettingsDep) 
     return WebhookTestResult(**row.model_dump())
 
 
-@router.post("/{webhook_id}/replay", response_model=WebhookPublic, responses=error_responses(404, 422, 503))
+@router.post(
+    "/{webhook_id}/replay", response_model=WebhookPublic, dependencies=ADMINS, responses=error_responses(404, 422, 503)
+)
 async def replay_webhook(
     webhook_id: str,
     since: Annotated[int, Query(ge=0, description="Re-send every wanted event after this event id")],

@@ -2,7 +2,9 @@
 # Entrypoint of the returns-desk image: one image, three roles.
 #   api      the FastAPI app (uvicorn), on API_HOST:API_PORT
 #   worker   the Temporal worker (graceful shutdown on SIGTERM)
-#   migrate  alembic upgrade head, then exit
+#   migrate  alembic upgrade head, then the first admin (ADMIN_EMAIL + ADMIN_PASSWORD, if no user has that
+#            email), then exit
+# An admin by hand: `docker compose run --rm api python -m core.bootstrap create-admin --email EMAIL`.
 # Anything else runs as given (e.g. `docker compose run --rm api alembic current`).
 # Every role `exec`s, so the process gets the container's signals directly.
 set -eu
@@ -23,7 +25,8 @@ worker)
 	exec python worker.py "$@"
 	;;
 migrate)
-	exec alembic upgrade head "$@"
+	alembic upgrade head "$@"
+	exec python -m core.bootstrap ensure-admin
 	;;
 *)
 	exec "$role" "$@"
