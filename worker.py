@@ -8,21 +8,33 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.cases import CaseActivities
+from activities.webhooks import WebhookActivities
+from core import webhooks as webhook_service
 from core.config import Settings, get_settings, require_secret_key
 from core.db import make_engine, make_session_factory
 from core.logging import configure_logging
 from core.metrics import worker_runtime
 from core.temporal import connect, ensure_reconciler
+from core.webhook_runs import ensure_webhook_deliveries
 from workflows.reconcile import ReconcileWorkflow
 from workflows.return_case import ReturnCaseWorkflow
+from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
-WORKFLOWS: Sequence[type] = (ReturnCaseWorkflow, ReconcileWorkflow)
+WORKFLOWS: Sequence[type] = (ReturnCaseWorkflow, ReconcileWorkflow, WebhookDeliveryWorkflow)
 
 log = logging.getLogger("returns.worker")
+
+
+def all_activities(
+    session_factory: sessionmaker[Session], settings: Settings, client: Client
+) -> list[Callable[..., Any]]:
+    """Every activity the worker runs (production and tests register the same list)."""
+    return [*CaseActivities(session_factory).all(), *WebhookActivities(session_factory, settings, client).all()]
 
 
 def build_worker(
@@ -48,10 +60,13 @@ async def run_worker(settings: Settings) -> None:
     if settings.METRICS_PORT:
         log.info("worker metrics on :%d/metrics", settings.METRICS_PORT)
     engine = make_engine(settings.DATABASE_URL, pool_size=settings.ACTIVITY_THREADS, settings=settings)
-    activities = CaseActivities(make_session_factory(engine))
+    session_factory = make_session_factory(engine)
     await ensure_reconciler(client, settings)
+    with session_factory() as session:
+        endpoints = webhook_service.enabled_endpoint_ids(session=session)
+    await ensure_webhook_deliveries(client, settings, endpoints)
     with ThreadPoolExecutor(max_workers=settings.ACTIVITY_THREADS) as executor:
-        worker = build_worker(client, settings, activities.all(), executor)
+        worker = build_worker(client, settings, all_activities(session_factory, settings, client), executor)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

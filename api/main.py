@@ -10,8 +10,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.errors import install_error_handlers
+from api.event_hub import EventHub
 from api.metrics import install_metrics
-from api.routes import agents, api_keys, auth, cases, health, teams, track
+from api.routes import agents, api_keys, auth, cases, events, health, teams, track, webhooks
 from api.security import check_route_rules
 from core.config import Settings, get_settings, require_secret_key
 from core.db import make_engine, make_session_factory
@@ -42,7 +43,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         # Made now, so the first sign-in with an unknown email takes no longer than any other.
         await run_in_threadpool(dummy_hash)
+        app.state.event_hub = EventHub(
+            app.state.session_factory,
+            poll_interval=settings.EVENT_POLL_INTERVAL_SECONDS,
+            queue_size=settings.EVENT_SUBSCRIBER_QUEUE_SIZE,
+        )
+        await app.state.event_hub.start()
         yield
+        await app.state.event_hub.stop()
         engine.dispose()
 
     app = FastAPI(
@@ -52,7 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (auth.router, teams.router, agents.router, cases.router, api_keys.router, track.router):
+    routers = (auth.router, teams.router, agents.router, cases.router, api_keys.router, track.router)
+    for router in (*routers, webhooks.router, events.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)
     install_metrics(app)

@@ -6,6 +6,7 @@ Each app has its own registry, so several apps in one process (tests) never coll
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -138,12 +139,45 @@ class QueueCollector(Collector):
         return [waiting, oldest, agents, up]
 
 
+class EventStreamCollector(Collector):
+    """Open event streams of this process and how long ago its outbox reader last read."""
+
+    def __init__(self, hub: Callable[[], Any]) -> None:
+        self._hub = hub
+
+    def describe(self) -> Iterable[Metric]:
+        """The families this collector yields."""
+        return self._families()
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily("returns_event_stream_subscribers", "Open event streams in this process"),
+            GaugeMetricFamily(
+                "returns_event_reader_lag_seconds",
+                "Seconds since this process's event reader last read the outbox (it reads every few 100 ms)",
+            ),
+        ]
+
+    def collect(self) -> Iterable[Metric]:
+        """Read the hub's figures now (nothing before the app has started)."""
+        subscribers, lag = self._families()
+        hub = self._hub()
+        if hub is None:
+            return []
+        subscribers.add_metric([], len(hub.subscribers))
+        seconds = hub.lag_seconds()
+        if seconds is not None:
+            lag.add_metric([], seconds)
+        return [subscribers, lag]
+
+
 def install_metrics(app: FastAPI) -> None:
     """Add `GET /metrics` at the root and the request-metrics middleware to `app`."""
     registry = CollectorRegistry()
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
     registry.register(QueueCollector(lambda: getattr(app.state, "session_factory", None)))
+    registry.register(EventStreamCollector(lambda: getattr(app.state, "event_hub", None)))
     app.state.metrics_registry = registry
     app.add_middleware(RequestMetricsMiddleware, metrics=HttpMetrics(registry))
 

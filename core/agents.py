@@ -12,8 +12,10 @@ from core.dispatch import dispatch, lock_teams
 from core.errors import AgentNotFound, ConcurrentChange, EmailInUse
 from core.ids import new_id
 from core.models import Agent, AgentEvent, AgentStatus, ReturnCase
+from core.outbox import buffer_event
 from core.schemas import AgentCreate, AgentUpdate
 from core.users import create_agent_login, ensure_login_email_free, remove_agent_login, sync_agent_login
+from core.views import agent_public
 from workflows.messages import Requeue, Reservation
 
 
@@ -30,8 +32,9 @@ def record_agent_event(
     *, session: Session, agent: Agent, type: str, actor: str, changes: dict[str, list[object]] | None = None
 ) -> None:
     """Append the agent's state after a change the caller just made (call it with the team locks held)."""
-    session.add(
-        AgentEvent(
+    buffer_event(
+        session=session,
+        row=AgentEvent(
             agent_id=agent.id,
             at=db_now(session),
             type=type,
@@ -41,7 +44,8 @@ def record_agent_event(
             removed=agent.deleted_at is not None,
             available_since=agent.available_since,
             data=changes or {},
-        )
+            snapshot=agent_public(agent).model_dump(mode="json"),
+        ),
     )
 
 

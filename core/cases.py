@@ -19,11 +19,13 @@ from core.errors import (
     Invalid,
     UnknownTeam,
 )
-from core.ids import workflow_id_for_case
 from core.models import PRIORITY_RANK, Agent, CaseEvent, CaseStatus, ReturnCase, Team
 from core.rules import cancel_refusal, resolve_refusal
-from core.schemas import CasePublic
-from workflows.messages import CaseDraft, CaseRecord, Reservation
+
+# The views live in core/views.py (every event's snapshot is made there too); read them through here.
+from core.views import to_public as to_public
+from core.views import to_record as to_record
+from workflows.messages import CaseDraft, Reservation
 
 ACTIVE = "active"
 
@@ -43,20 +45,6 @@ class Filing(Protocol):
 def open_order_line(order_id: str, product_sku: str) -> str:
     """The key that makes one open case per order line unique."""
     return f"{order_id}\x1f{product_sku}"
-
-
-def _case_fields(case: ReturnCase, fields: Any) -> dict[str, Any]:
-    return {**{c: getattr(case, c) for c in fields if c != "workflow_id"}, "workflow_id": workflow_id_for_case(case.id)}
-
-
-def to_public(case: ReturnCase) -> CasePublic:
-    """The API's view of a case row."""
-    return CasePublic.model_validate(_case_fields(case, CasePublic.model_fields))
-
-
-def to_record(case: ReturnCase) -> CaseRecord:
-    """The case row as a workflow payload."""
-    return CaseRecord.model_validate(_case_fields(case, CaseRecord.model_fields))
 
 
 def matches_request(case: ReturnCase, data: Filing) -> bool:

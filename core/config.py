@@ -47,8 +47,8 @@ class Settings(BaseSettings):
     TEMPORAL_RPC_TIMEOUT_SECONDS: float = 10.0
     METRICS_PORT: int = 0
     LOG_LEVEL: str = "INFO"
-    # Signs access tokens and customer tracking tokens. Required by the API and the worker; `make dev`
-    # generates one into DATA_DIR/secret-key.
+    # Signs access tokens and customer tracking tokens, and keys the encryption of webhook secrets. Required by
+    # the API and the worker; `make dev` generates one into DATA_DIR/secret-key.
     SECRET_KEY: str = ""
     # The first admin, created when no user with this email exists (make dev, the compose migrate job).
     ADMIN_EMAIL: str = ""
@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     LOGIN_FAILURES_PER_ADDRESS: int = 50
     # The API's address as customers reach it: the base of tracking links. Default http://$API_HOST:$API_PORT.
     PUBLIC_URL: str = ""
+    # How often the API's event reader and each webhook delivery poll the outbox.
+    EVENT_POLL_INTERVAL_SECONDS: float = 0.15
+    # Events one stream subscriber may fall behind by before its stream is closed (it resumes by Last-Event-ID).
+    EVENT_SUBSCRIBER_QUEUE_SIZE: int = 1000
+    # Allow webhook URLs on private, loopback and link-local addresses, and plain http to them.
+    WEBHOOK_ALLOW_PRIVATE_URLS: bool = False
+    # One delivery request, connect to last byte read.
+    WEBHOOK_TIMEOUT_SECONDS: float = 10.0
+    # Retries of a failing delivery: first interval, growing x2 up to the maximum interval, for the window;
+    # an endpoint still failing after the window is disabled.
+    WEBHOOK_RETRY_INITIAL_SECONDS: float = 5.0
+    WEBHOOK_RETRY_MAX_INTERVAL_SECONDS: float = 3600.0
+    WEBHOOK_RETRY_WINDOW_SECONDS: float = 90000.0
 
     @model_validator(mode="after")
     def _database_attempts_end_before_their_activity(self) -> "Settings":

@@ -10,8 +10,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import outbox
 from core.config import Settings, get_settings
 from core.errors import ConcurrentChange
+
+# Every session numbers and inserts its buffered events as the last step before COMMIT (core/outbox.py).
+outbox.install_hooks(Session)
 
 
 def is_sqlite(url: str) -> bool:

@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session
 from core.clock import db_now
 from core.errors import UnknownTeam
 from core.models import Agent, AgentStatus, CaseEvent, CaseStatus, ReturnCase, Team
+from core.outbox import buffer_event
+from core.views import to_public
 from workflows.messages import Reservation
 
 # Pairs made per round; dispatch loops until agents or cases run out.
@@ -38,9 +40,14 @@ def record_event(
     at: datetime | None = None,
     **data: object,
 ) -> None:
-    """Append one history row for a transition the caller just made to `case`: who made it (`actor`) and why."""
-    session.add(
-        CaseEvent(
+    """Append one history row for a transition the caller just made to `case`: who made it (`actor`) and why.
+
+    The row carries the case as it stands now (a filing records `filed`, `reserved` and `assigned` in one
+    transaction, each with its own state); it gets its id and is inserted when the transaction commits.
+    """
+    buffer_event(
+        session=session,
+        row=CaseEvent(
             case_id=case.id,
             at=at or db_now(session),
             type=type,
@@ -49,7 +56,8 @@ def record_event(
             to_status=case.status,
             agent_id=agent_id,
             data={**data, "reason": reason},
-        )
+            snapshot=to_public(case).model_dump(mode="json"),
+        ),
     )
 
 

@@ -46,6 +46,13 @@ class CaseNotFound(NotFound): ...
 class ApiKeyNotFound(NotFound): ...
 
 
+class WebhookNotFound(NotFound): ...
+
+
+class UnknownEventType(Invalid):
+    """A filter or a webhook names an event type that does not exist."""
+
+
 class UnknownTeam(Invalid):
     """A request names a team that does not exist (a field error, so 422)."""
 

@@ -18,3 +18,8 @@ def case_id_for_idempotency_key(key: str) -> str:
 def workflow_id_for_case(case_id: str) -> str:
     """The id of a case's workflow."""
     return f"case-{case_id}"
+
+
+def workflow_id_for_webhook(endpoint_id: str) -> str:
+    """The delivery workflow of a webhook endpoint."""
+    return f"webhook-{endpoint_id}"

@@ -31,6 +31,9 @@ from workflows.messages import CaseRecord, ReconcileResult, Reservation
 TIME_TO_ASSIGN = "returns_time_to_assign_seconds"
 TIME_TO_RESOLVE = "returns_time_to_resolve_seconds"
 HANDOFFS = "returns_handoffs_total"
+WEBHOOK_ATTEMPTS = "returns_webhook_attempts_total"
+WEBHOOK_FAILURES = "returns_webhook_failures_total"
+WEBHOOK_LAG = "returns_webhook_lag_seconds"
 RECONCILER_REPAIRS = "returns_reconciler_repairs_total"
 
 # A case may be assigned in milliseconds or wait for days.
@@ -109,3 +112,19 @@ def record_reconciler_repairs(meter: MetricMeter, result: ReconcileResult) -> No
     ):
         if count:
             counter.add(count, {"kind": kind})
+
+
+def record_webhook_attempt(meter: MetricMeter, endpoint_id: str, succeeded: bool) -> None:
+    """Count one delivery attempt to an endpoint, and its failure."""
+    labels = {"endpoint": endpoint_id}
+    meter.create_counter(WEBHOOK_ATTEMPTS, "Webhook delivery attempts, per endpoint").add(1, labels)
+    if not succeeded:
+        meter.create_counter(WEBHOOK_FAILURES, "Webhook delivery attempts that failed, per endpoint").add(1, labels)
+
+
+def record_webhook_lag(meter: MetricMeter, endpoint_id: str, oldest_pending: datetime | None, now: datetime) -> None:
+    """How far an endpoint is behind: now minus its oldest undelivered wanted event (0 when caught up)."""
+    lag = 0.0 if oldest_pending is None else max(0.0, (now - oldest_pending).total_seconds())
+    meter.create_gauge_float(
+        WEBHOOK_LAG, "Now minus the oldest event an endpoint wants and has not received, per endpoint", "s"
+    ).set(lag, {"endpoint": endpoint_id})

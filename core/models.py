@@ -91,6 +91,10 @@ class CasePriority(enum.StrEnum):
 PRIORITY_RANK = {CasePriority.HIGH: 0, CasePriority.NORMAL: 1}
 
 
+# Outbox ids: BIGINT on MySQL; SQLite's INTEGER PRIMARY KEY is its 64-bit rowid.
+EVENT_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {str: String(255), datetime: UTCDateTime()}
@@ -180,10 +184,8 @@ class CaseEvent(Base):
     __tablename__ = "case_event"
     __table_args__ = (Index("ix_case_event_case_id_id", "case_id", "id"),)
 
-    # SQLite only autoincrements an INTEGER PRIMARY KEY.
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
-    )
+    # Drawn from `event_sequence` at the tail of the writing transaction (core/outbox.py), never AUTO_INCREMENT.
+    id: Mapped[int] = mapped_column(EVENT_ID, primary_key=True, autoincrement=False)
     case_id: Mapped[str] = mapped_column(String(32), ForeignKey("return_case.id"))
     at: Mapped[datetime] = mapped_column(default=utcnow)
     type: Mapped[str] = mapped_column(String(32))
@@ -192,6 +194,8 @@ class CaseEvent(Base):
     to_status: Mapped[str | None] = mapped_column(String(16))
     agent_id: Mapped[str | None] = mapped_column(String(32))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The case as `GET /cases/{id}` showed it right after this transition (NULL: recorded before the outbox).
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class AgentEvent(Base):
@@ -205,9 +209,7 @@ class AgentEvent(Base):
     __tablename__ = "agent_event"
     __table_args__ = (Index("ix_agent_event_agent_id_id", "agent_id", "id"),)
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = mapped_column(EVENT_ID, primary_key=True, autoincrement=False)
     agent_id: Mapped[str] = mapped_column(String(32), ForeignKey("agent.id"))
     at: Mapped[datetime] = mapped_column(default=utcnow)
     type: Mapped[str] = mapped_column(String(32))
@@ -219,6 +221,8 @@ class AgentEvent(Base):
     available_since: Mapped[datetime | None]
     # What changed: {"field": [before, after]}.
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The agent as `GET /agents/{id}` showed it right after this change (NULL: recorded before the outbox).
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class AppUser(Base):
@@ -283,3 +287,71 @@ class LoginFailure(Base):
     account_key: Mapped[str] = mapped_column(String(64))
     client_address: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SystemEvent(Base):
+    """An event about the system itself (`webhook.disabled`), announced through the outbox like the others."""
+
+    __tablename__ = "system_event"
+
+    id: Mapped[int] = mapped_column(EVENT_ID, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    type: Mapped[str] = mapped_column(String(64))
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class EventSequence(Base):
+    """The one counter every outbox row takes its id from, bumped as the last statement of each writing
+    transaction: ids then grow in commit order (core/outbox.py)."""
+
+    __tablename__ = "event_sequence"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookEndpoint(Base):
+    """A receiver of signed event deliveries; its workflow is `webhook-<id>`."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    # Event types the endpoint wants (an empty list: none).
+    events: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool]
+    # AES-GCM ciphertext of the signing secret, keyed from SECRET_KEY (core/secrets.py).
+    secret_encrypted: Mapped[str] = mapped_column(String(512))
+    # The last event id this endpoint has been given (or skipped as not wanted).
+    cursor: Mapped[int] = mapped_column(BigInteger)
+    # Bumped by a replay, so a delivery in flight cannot move the cursor back past it.
+    cursor_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    # First failure of the current run of failures; NULL while deliveries succeed.
+    failing_since: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One attempt to deliver one event (or a test ping) to one endpoint."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_endpoint_id_id", "endpoint_id", "id"),
+        Index("ix_webhook_delivery_endpoint_id_event_id", "endpoint_id", "event_id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    endpoint_id: Mapped[str] = mapped_column(String(32), ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    # NULL for a test ping.
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    event_type: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int]
+    succeeded: Mapped[bool]
+    response_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(String(500))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    duration_ms: Mapped[int]

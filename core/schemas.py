@@ -211,3 +211,59 @@ class CaseHistory(Schema):
 
 class QueueOverview(Schema):
     teams: list[TeamQueue]
+
+
+WebhookUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=NOT_BLANK), Trim]
+EventTypeList = Annotated[list[str], Field(min_length=1, max_length=50)]
+
+
+class WebhookCreate(Schema):
+    """A receiver to register: where, and which event types it wants."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: WebhookUrl
+    events: EventTypeList
+
+
+class WebhookUpdate(Schema):
+    model_config = ConfigDict(extra="forbid")
+    url: WebhookUrl | None = None
+    events: EventTypeList | None = None
+    enabled: bool | None = None
+
+
+class WebhookPublic(Schema):
+    """A webhook endpoint (its signing secret is shown once, when it is created)."""
+
+    id: str
+    url: str
+    events: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    failing_since: datetime | None
+    # The last event the endpoint was given (or passed over as not wanted).
+    last_event_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(description="The signing secret (Standard Webhooks, `whsec_...`); shown this once only")
+
+
+class WebhookDeliveryPublic(Schema):
+    """One attempt to deliver an event (or a test ping) to an endpoint."""
+
+    id: int
+    event_id: str | None
+    event_type: str
+    attempt: int
+    status: str = Field(description="`succeeded` (a 2xx answer) or `failed`")
+    response_code: int | None
+    error: str | None
+    at: datetime
+    duration_ms: int
+
+
+class WebhookTestResult(WebhookDeliveryPublic):
+    """The test ping's attempt, as recorded."""

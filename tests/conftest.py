@@ -26,7 +26,6 @@ from temporalio.testing import WorkflowEnvironment
 os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))
 os.environ.setdefault("ACCESS_TOKEN_MINUTES", str(24 * 60))
 
-from activities.cases import CaseActivities  # noqa: E402
 from api.main import create_app  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.db import make_engine, make_session_factory  # noqa: E402
@@ -34,9 +33,10 @@ from core.dev_server import temporal_cli  # noqa: E402
 from core.search_attributes import ALL_SEARCH_ATTRIBUTES  # noqa: E402
 from tests.helpers import authorize_as_admin  # noqa: E402
 from tests.support import fresh_mysql_database, migrate, stop_reconciler, worker_env  # noqa: E402
-from worker import build_worker  # noqa: E402
+from worker import all_activities, build_worker  # noqa: E402
 
 DEFAULT_TEST_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/returns_test"
+TEST_SECRET_KEY = os.environ["SECRET_KEY"]
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +94,10 @@ async def start_stack(
         TASK_QUEUE=f"tq-{uuid.uuid4()}",
         TEMPORAL_RPC_TIMEOUT_SECONDS=20,
         ACTIVITY_THREADS=16,
+        SECRET_KEY=TEST_SECRET_KEY,
+        WEBHOOK_ALLOW_PRIVATE_URLS=True,
+        WEBHOOK_RETRY_INITIAL_SECONDS=0.2,
+        WEBHOOK_RETRY_MAX_INTERVAL_SECONDS=1.0,
     )
     engine = make_engine(url, pool_size=16)
     session_factory = make_session_factory(engine)
@@ -107,7 +111,9 @@ async def start_stack(
                 yield stack
             else:
                 with ThreadPoolExecutor(max_workers=settings.ACTIVITY_THREADS) as executor:
-                    worker = build_worker(env.client, settings, CaseActivities(session_factory).all(), executor)
+                    worker = build_worker(
+                        env.client, settings, all_activities(session_factory, settings, env.client), executor
+                    )
                     async with worker:
                         yield stack
     engine.dispose()

@@ -20,9 +20,22 @@ from sqlalchemy.orm import Session
 from api.main import create_app
 from api.security import Public, api_routes, check_route_rules, route_rule_problems
 from core.config import Settings
-from core.models import Agent, AgentEvent, ApiKey, AppUser, CaseEvent, LoginFailure, ReturnCase, Team, UserRole
+from core.models import (
+    Agent,
+    AgentEvent,
+    ApiKey,
+    AppUser,
+    CaseEvent,
+    LoginFailure,
+    ReturnCase,
+    Team,
+    UserRole,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from tests.conftest import Stack
 from tests.helpers import API, TEST_PASSWORD, add_agent, agent_token, bearer, case_body, file_case, new_team
+from tests.live_server import serving
 
 PRINCIPALS = ("anonymous", "customer", "agent", "other_agent", "key_without", "key_with", "admin")
 REFUSALS = (401, 403, 404)
@@ -77,6 +90,8 @@ class World:
     credentials: dict[str, dict[str, str]] = field(default_factory=dict)
     keys: dict[str, dict[str, str]] = field(default_factory=dict)  # scope (or "all") -> header
     key_ids: list[str] = field(default_factory=list)
+    webhook_id: str = ""  # a disabled endpoint on a local port nobody listens on
+    live: str = ""  # the app behind a real HTTP server, for the event streams
 
     def headers(self, principal: str, scope: str | None) -> dict[str, str]:
         if principal == "key_with":
@@ -104,7 +119,8 @@ async def make_world(stack: Stack) -> World:
         "other_agent": bearer(await agent_token(api, other_agent["id"])),
         "admin": bearer(stack.admin_token),
     }
-    key_id, key = await _key(api, ["events:read"])
+    # A scope no route here asks for.
+    key_id, key = await _key(api, ["return-links:create"])
     world.credentials["key_without"] = bearer(key)
     world.key_ids.append(key_id)
     scopes = ["cases:file", "cases:read", "cases:cancel", "events:read", "return-links:create"]
@@ -112,7 +128,16 @@ async def make_world(stack: Stack) -> World:
         key_id, key = await _key(api, scopes if scope == "all" else [scope])
         world.keys[scope] = bearer(key)
         world.key_ids.append(key_id)
+    world.webhook_id = await _local_webhook(api)
     return world
+
+
+async def _local_webhook(api: httpx.AsyncClient) -> str:
+    """A webhook endpoint that is disabled at once: nothing is ever delivered to it."""
+    r = await api.post(f"{API}/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["webhook.disabled"]})
+    assert r.status_code == 201, r.text
+    assert (await api.patch(f"{API}/webhooks/{r.json()['id']}", json={"enabled": False})).status_code == 200
+    return str(r.json()["id"])
 
 
 def snapshot(world: World) -> dict[str, list[tuple[Any, ...]]]:
@@ -137,6 +162,9 @@ def snapshot(world: World) -> dict[str, list[tuple[Any, ...]]]:
             "case_event": rows(session, CaseEvent, CaseEvent.case_id.in_(case_ids)),
             "agent_event": rows(session, AgentEvent, AgentEvent.agent_id.in_(agent_ids)),
             "login_failure": [(session.scalar(select(func.count()).select_from(LoginFailure)),)],
+            "webhook_endpoint": rows(session, WebhookEndpoint, WebhookEndpoint.id == world.webhook_id),
+            "webhook_endpoints": [(session.scalar(select(func.count()).select_from(WebhookEndpoint)),)],
+            "webhook_delivery": [(session.scalar(select(func.count()).select_from(WebhookDelivery)),)],
         }
 
 
@@ -154,6 +182,8 @@ class Route:
     scope: str | None = None
     # The request for a principal; `fresh` is True for an allowed call, which gets targets of its own.
     request: Callable[[World, bool], Awaitable[Request]] | None = None
+    # An endless event stream: sent over a real connection, the status read, then the client leaves.
+    streams: bool = False
 
 
 def expect(*statuses: int) -> dict[str, int]:
@@ -162,7 +192,10 @@ def expect(*statuses: int) -> dict[str, int]:
 
 def fixed(url: str, **kwargs: Any) -> Callable[[World, bool], Awaitable[Request]]:
     async def build(world: World, fresh: bool) -> Request:
-        return url.format(case=world.case["id"], agent=world.agent["id"], key=world.key_ids[0]), kwargs
+        return (
+            url.format(case=world.case["id"], agent=world.agent["id"], key=world.key_ids[0], webhook=world.webhook_id),
+            kwargs,
+        )
 
     return build
 
@@ -209,6 +242,19 @@ async def _track_cancel(world: World, fresh: bool) -> Request:
 
 async def _track(world: World, fresh: bool) -> Request:
     return f"{API}/track/{world.case['tracking_token']}", {}
+
+
+async def _track_events(world: World, fresh: bool) -> Request:
+    return f"{API}/track/{world.case['tracking_token']}/events", {}
+
+
+async def _new_webhook(world: World, fresh: bool) -> Request:
+    return f"{API}/webhooks", {"json": {"url": "http://127.0.0.1:9/hook", "events": ["webhook.disabled"]}}
+
+
+async def _remove_webhook(world: World, fresh: bool) -> Request:
+    target = await _local_webhook(world.stack.api) if fresh else world.webhook_id
+    return f"{API}/webhooks/{target}", {}
 
 
 async def _sign_in(world: World, fresh: bool) -> Request:
@@ -266,6 +312,40 @@ ROUTES = [
     Route("GET", "/api/v1/api-keys", ADMIN_ONLY, request=fixed(f"{API}/api-keys")),
     Route("DELETE", "/api/v1/api-keys/{key_id}", expect(401, 401, 403, 403, 403, 403, 204), request=_revoke_key),
     Route("GET", "/api/v1/track/{token}", EVERYONE, request=_track),
+    Route(
+        "GET",
+        "/api/v1/events",
+        expect(401, 401, 200, 200, 403, 200, 200),
+        "events:read",
+        fixed(f"{API}/events"),
+        streams=True,
+    ),  # fmt: skip
+    Route("GET", "/api/v1/track/{token}/events", EVERYONE, request=_track_events, streams=True),
+    Route("POST", "/api/v1/webhooks", expect(401, 401, 403, 403, 403, 403, 201), request=_new_webhook),
+    Route("GET", "/api/v1/webhooks", ADMIN_ONLY, request=fixed(f"{API}/webhooks")),
+    Route("GET", "/api/v1/webhooks/{webhook_id}", ADMIN_ONLY, request=fixed(f"{API}/webhooks/{{webhook}}")),
+    Route(
+        "PATCH",
+        "/api/v1/webhooks/{webhook_id}",
+        ADMIN_ONLY,
+        request=fixed(f"{API}/webhooks/{{webhook}}", json={"events": ["webhook.disabled"]}),
+    ),  # fmt: skip
+    Route(
+        "DELETE", "/api/v1/webhooks/{webhook_id}", expect(401, 401, 403, 403, 403, 403, 204), request=_remove_webhook
+    ),
+    Route(
+        "GET",
+        "/api/v1/webhooks/{webhook_id}/deliveries",
+        ADMIN_ONLY,
+        request=fixed(f"{API}/webhooks/{{webhook}}/deliveries"),
+    ),  # fmt: skip
+    Route("POST", "/api/v1/webhooks/{webhook_id}/test", ADMIN_ONLY, request=fixed(f"{API}/webhooks/{{webhook}}/test")),
+    Route(
+        "POST",
+        "/api/v1/webhooks/{webhook_id}/replay",
+        ADMIN_ONLY,
+        request=fixed(f"{API}/webhooks/{{webhook}}/replay", params={"since": 0}),
+    ),  # fmt: skip
     Route("POST", "/api/v1/track/{token}/cancel", EVERYONE, request=_track_cancel),
     Route("GET", "/healthz", EVERYONE, request=fixed("/healthz")),
     Route("GET", "/readyz", EVERYONE, request=fixed("/readyz")),
@@ -285,14 +365,34 @@ async def _send(world: World, route: Route, principal: str, fresh: bool) -> http
     url, kwargs = await route.request(world, fresh)
     api = world.stack.api
     method = "GET" if route.method == "*" else route.method
+    if route.streams:
+        return await _open_stream(world, url, world.headers(principal, route.scope))
     request = api.build_request(method, url, **kwargs)
     del request.headers["Authorization"]  # the client's own admin token
     request.headers.update(world.headers(principal, route.scope))
     return await api.send(request)
 
 
+async def _open_stream(world: World, url: str, headers: dict[str, str]) -> httpx.Response:
+    """GET an event stream over a real connection: its status and headers, and the body unless it is a stream."""
+    async with (
+        httpx.AsyncClient(base_url=world.live, timeout=30) as client,
+        client.stream("GET", url, headers=headers) as response,
+    ):
+        if response.status_code == 200:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            return httpx.Response(200, headers=response.headers)
+        return httpx.Response(response.status_code, headers=response.headers, content=await response.aread())
+
+
 async def test_every_route_answers_each_principal_as_declared(stack: Stack) -> None:
+    async with serving(stack.settings) as live:
+        await _check_every_cell(stack, live)
+
+
+async def _check_every_cell(stack: Stack, live: str) -> None:
     world = await make_world(stack)
+    world.live = live
     wrong: list[str] = []
     cells = [(route, principal) for route in ROUTES for principal in PRINCIPALS]
 

@@ -24,6 +24,7 @@ from core.models import (
     Team,
     utcnow,
 )
+from core.outbox import buffer_event
 from ops.invariants import (
     Violation,
     ViolationKind,
@@ -162,7 +163,9 @@ class Scene:
             session.flush()
             session.add_all(self.cases.values())
             session.flush()
-            session.add_all([*self.events, *self.agent_events])
+            rows: list[CaseEvent | AgentEvent] = [*self.events, *self.agent_events]
+            for row in rows:
+                buffer_event(session=session, row=row)
 
     def check(
         self, *, now: float = 3600, idle_grace: float = 5, reservation_grace: float | None = None
@@ -631,7 +634,8 @@ def _cancel_behind_the_workflows_back(stack: Stack, case_id: str) -> None:
         assert row is not None and row.status == CaseStatus.QUEUED
         now = utcnow()
         row.status, row.cancelled_at, row.open_order_line, row.is_open = CaseStatus.CANCELLED, now, None, False
-        session.add(
-            CaseEvent(case_id=case_id, at=now, type="cancelled", actor="test", from_status=CaseStatus.QUEUED,
-                      to_status=CaseStatus.CANCELLED, agent_id=None, data={})
+        buffer_event(
+            session=session,
+            row=CaseEvent(case_id=case_id, at=now, type="cancelled", actor="test", from_status=CaseStatus.QUEUED,
+                          to_status=CaseStatus.CANCELLED, agent_id=None, data={}),
         )  # fmt: skip

@@ -194,6 +194,9 @@ class ReconcilerInput(Message):
     # About 6 history events a pass (timer, workflow task, marker), more when it repairs: a run stays near
     # 1,000 events, far below the 10,240 at which Temporal starts warning.
     passes_per_run: int = 150
+    # Every this many passes, start the delivery workflow of any enabled webhook endpoint that has none
+    # running (a start lost to an outage); 0: never.
+    webhook_repair_every: int = 12
 
 
 class ReconcilePass(Message):
@@ -224,3 +227,37 @@ class ReconcilerState(Message):
 
 
 ReconcilerInput.model_rebuild()
+
+
+# --- webhook delivery --------------------------------------------------------------------------
+
+
+class WebhookDeliveryInput(Message):
+    """Input of `WebhookDeliveryWorkflow.run`, carried across continue-as-new; the retry schedule comes from the
+    settings of whoever started it."""
+
+    endpoint_id: str
+    retry_initial_seconds: float
+    retry_max_interval_seconds: float
+
+
+class WebhookDeliveryResult(Message):
+    """Why the delivery workflow ended: the endpoint was disabled or deleted."""
+
+    endpoint_id: str
+    reason: str | None
+
+
+class DeliverInput(Message):
+    """Input of the delivery activity: the endpoint (never its URL or secret, which it reads itself)."""
+
+    endpoint_id: str
+
+
+class DeliverResult(Message):
+    """What one delivery round did."""
+
+    delivered: int
+    # True when the endpoint is disabled or gone: the workflow ends (unless woken meanwhile).
+    stopped: bool = False
+    reason: str | None = None

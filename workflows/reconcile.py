@@ -8,6 +8,8 @@ commit and send). It continues as new every PASSES_PER_RUN passes, so its histor
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cases import CaseActivities
@@ -38,6 +40,7 @@ class ReconcileWorkflow:
         self._passes = input.passes_before
         self._last_pass = input.last_pass
         self._run_now = False
+        self._webhook_repair_every = input.webhook_repair_every
 
     @workflow.run
     async def run(self, input: ReconcilerInput) -> None:
@@ -57,6 +60,7 @@ class ReconcileWorkflow:
                         passes_before=self._passes,
                         last_pass=self._last_pass,
                         passes_per_run=input.passes_per_run,
+                        webhook_repair_every=self._webhook_repair_every,
                     )
                 )
             self._show()
@@ -84,6 +88,10 @@ class ReconcileWorkflow:
             workflow.logger.info(
                 "reconciler dispatched %d and re-signalled %d", len(result.dispatched), len(result.resignalled)
             )
+        every = self._webhook_repair_every
+        # Histories recorded before this step existed replay without it (the patch marker).
+        if every and (self._passes + 1) % every == 0 and workflow.patched("repair-webhook-deliveries"):
+            await self._repair_webhook_deliveries()
         self._passes += 1
         self._last_pass = ReconcilePass(
             at=started,
@@ -91,6 +99,23 @@ class ReconcileWorkflow:
             resignalled=len(result.resignalled),
             slow=workflow.now() - started > timedelta(seconds=self._interval),
         )
+
+    async def _repair_webhook_deliveries(self) -> None:
+        try:
+            # By name: the activity lives with the webhook activities (activities/webhooks.py).
+            started = await workflow.execute_activity(
+                "repair_deliveries",
+                result_type=int,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
+                summary="start the delivery workflow of enabled webhooks that have none",
+            )
+        except ActivityError as err:
+            # The next repair pass tries again; a reconcile pass never fails for it.
+            workflow.logger.warning("webhook delivery repair failed: %s", err)
+            return
+        if started:
+            workflow.logger.warning("reconciler started %d webhook delivery workflows that were missing", started)
 
     def _show(self) -> None:
         """The details panel: state, interval, and what the last pass did."""
