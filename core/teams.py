@@ -97,7 +97,7 @@ def queue_figures(*, session: Session, teams: list[str] | None = None) -> list[T
     ).all():
         overdue[team].append(case_id)
     escalated: dict[str, int] = {
-        team: count
+        str(team): int(count)
         for team, count in session.execute(
             select(ReturnCase.team, func.count())
             .where(
