@@ -245,11 +245,20 @@ class CaseEventPublic(Schema):
         return self
 
 
+class CaseTimer(Schema):
+    """A routing timer the case's workflow runs now; its outcome, once it fires, is an event of the history."""
+
+    step: str = Field(description="what it does when it fires: `escalate`, `overdue` or `offer_missed`")
+    due_at: datetime
+    summary: str
+
+
 class CaseHistory(Schema):
     case_id: str
     workflow_id: str
     temporal_ui_url: str
     events: list[CaseEventPublic]
+    running_timer: CaseTimer | None = None
 
 
 class QueueOverview(Schema):

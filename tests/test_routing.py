@@ -89,6 +89,9 @@ async def test_escalation_reorders_the_queue_as_invariant_5_says(stack: Stack) -
     await _set_timers(api, team, wait_sla_seconds=3)
     old_normal = await file_case(api, team)
     high = await file_case(api, team, priority="high")
+    # The history shows the timer running, and (below) its outcome once it fires.
+    running = (await api.get(f"{API}/cases/{old_normal['id']}/history")).json()["running_timer"]
+    assert running["step"] == "escalate" and "wait SLA 3s" in running["summary"]
     # Before the SLA: high first, then normal by age.
     assert (await _queue_of(api, team))["next_case_id"] == high["id"]
 
@@ -103,6 +106,7 @@ async def test_escalation_reorders_the_queue_as_invariant_5_says(stack: Stack) -
 
     events = await _history(api, old_normal["id"])
     assert [e["type"] for e in events] == ["filed", "escalated"]
+    assert (await api.get(f"{API}/cases/{old_normal['id']}/history")).json()["running_timer"] is None
     assert events[1]["actor"] == "workflow" and events[1]["data"]["priority"] == ["normal", "high"]
     description = await stack.client.get_workflow_handle(old_normal["workflow_id"]).describe()
     assert description.typed_search_attributes.get(sa.CASE_ESCALATED) is True

@@ -12,7 +12,7 @@ with workflow.unsafe.imports_passed_through():
     from core.logging import case_context
     from core.metrics import record_case_transition
     from core.models import TERMINAL_STATUSES, CaseStatus
-    from core.rules import cancel_refusal, resolve_refusal
+    from core.rules import cancel_refusal, resolve_refusal, routing_timer
     from workflows.case_ui import current_details, search_attribute_updates
     from workflows.delivery import (
         AGENT_RESERVED,
@@ -199,39 +199,14 @@ class ReturnCaseWorkflow:
         )
 
     def _next_timer(self) -> Timer | None:
-        """The routing timer the case runs now, if any: an offer's expiry, the wait SLA while queued, the resolve
-        SLA while assigned (measured from the database's `offer_expires_at`, `queued_at`, `assigned_at`)."""
-        case, timers = self._case, self._timers
-        if case is None:
+        """The routing timer the case runs now, if any (core/rules.py `routing_timer`, which the history endpoint
+        shows too), measured from the database's `offer_expires_at`, `queued_at`, `assigned_at`."""
+        if self._case is None:
             return None
-        now = workflow.now()
-        if case.status == CaseStatus.RESERVED and case.offer_expires_at is not None and case.agent_id:
-            return Timer(
-                "offer_missed",
-                case.offer_expires_at - now,
-                f"offer to agent {case.agent_id}: set them away and requeue the case unless they answer",
-                case.agent_id,
-            )
-        if timers is None:
+        timer = routing_timer(self._case, self._timers)
+        if timer is None:
             return None
-        if case.status == CaseStatus.QUEUED and timers.wait_sla_seconds and case.escalated_at is None:
-            return Timer(
-                "escalate",
-                case.queued_at + timedelta(seconds=timers.wait_sla_seconds) - now,
-                f"wait SLA {timers.wait_sla_seconds}s: escalate to high priority if still queued",
-            )
-        if (
-            case.status == CaseStatus.ASSIGNED
-            and timers.resolve_sla_seconds
-            and case.overdue_at is None
-            and case.assigned_at is not None
-        ):
-            return Timer(
-                "overdue",
-                case.assigned_at + timedelta(seconds=timers.resolve_sla_seconds) - now,
-                f"resolve SLA {timers.resolve_sla_seconds}s: mark overdue if still assigned to {case.agent_id}",
-            )
-        return None
+        return Timer(timer.step, timer.due_at - workflow.now(), timer.summary, timer.agent_id)
 
     async def _fire(self, timer: Timer) -> None:
         """A routing timer ran out: escalate, mark overdue, or take back a missed offer (the database decides)."""

@@ -33,8 +33,8 @@ from core import search_attributes as sa
 from core.config import Settings
 from core.errors import CannotReopen, CaseNotFound, DomainError, Forbidden, IdempotencyKeyReused, NotAnOffer
 from core.ids import case_id_for_idempotency_key, new_id, workflow_id_for_case
-from core.models import TERMINAL_STATUSES, CaseStatus, ReturnCase
-from core.rules import cancel_refusal, resolve_refusal
+from core.models import TERMINAL_STATUSES, CaseStatus, ReturnCase, Team
+from core.rules import cancel_refusal, resolve_refusal, routing_timer
 from core.schemas import (
     CaseCancel,
     CaseCreate,
@@ -43,6 +43,7 @@ from core.schemas import (
     CasePublic,
     CaseReopen,
     CaseResolve,
+    CaseTimer,
     CaseTransfer,
     Page,
 )
@@ -290,19 +291,26 @@ async def read_case(case_id: str, db: DatabaseDep, principal: CurrentPrincipal) 
 async def read_case_history(
     case_id: str, db: DatabaseDep, settings: SettingsDep, principal: CurrentPrincipal
 ) -> CaseHistory:
-    """Every transition of the case, oldest first, with who did it and a link to its workflow in the Temporal UI."""
+    """Every transition of the case, oldest first, with who did it and a link to its workflow in the Temporal UI; and
+    the routing timer it runs now, if any (a fired timer's outcome is an event)."""
 
-    def read(session: Session) -> list[CaseEventPublic]:
-        _read_visible_case(session, case_id, principal)
-        return [CaseEventPublic.model_validate(e) for e in case_service.case_history(session=session, case_id=case_id)]
+    def read(session: Session) -> tuple[list[CaseEventPublic], CaseTimer | None]:
+        case = _read_visible_case(session, case_id, principal)
+        events = [
+            CaseEventPublic.model_validate(e) for e in case_service.case_history(session=session, case_id=case_id)
+        ]
+        team = session.get(Team, case.team)
+        timer = routing_timer(case, team)
+        return events, CaseTimer(step=timer.step, due_at=timer.due_at, summary=timer.summary) if timer else None
 
-    events = await db.read(read)
+    events, timer = await db.read(read)
     workflow_id = workflow_id_for_case(case_id)
     return CaseHistory(
         case_id=case_id,
         workflow_id=workflow_id,
         temporal_ui_url=f"{settings.TEMPORAL_UI_URL}/namespaces/{settings.TEMPORAL_NAMESPACE}/workflows/{workflow_id}",
         events=events,
+        running_timer=timer,
     )
 
 
