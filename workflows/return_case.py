@@ -355,6 +355,8 @@ class ReturnCaseWorkflow:
 
     @file.validator
     def validate_file(self, input: FileCaseInput) -> None:
+        if self._is_terminal():
+            return  # a reopen that reached this run as it ends: answered with the closed case, and sent again
         if self._input.reopen is None and input.case != self._input.case:
             raise ApplicationError(
                 "this Idempotency-Key was already used for a different case", type="IdempotencyKeyReused"

@@ -83,6 +83,8 @@ T = TypeVar("T")
 # a signal lands while the workflow completes) with FAILED_PRECONDITION "WorkflowNotReady"; the next
 # workflow task takes a new update. Ours are all idempotent, so they are sent again before any 503.
 ABORTED_UPDATE_RETRY_DELAYS = (0.1, 0.3, 1.0)
+# A reopen that reaches the previous run, still ending, tries again this many times (0.2 s, 0.4 s, ... apart).
+REOPEN_ATTEMPTS = 5
 
 
 async def _send_update[T](send: Callable[[], Awaitable[T]]) -> T:
@@ -519,46 +521,53 @@ async def reopen_through_workflow(
             raise CannotReopen(f"case {case_id} is {case.status.value}; only a resolved case can be reopened")
         return case  # a repeat of a reopen that already ran
     draft = CaseDraft.model_validate(case.model_dump())
-    start = WithStartWorkflowOperation(
-        ReturnCaseWorkflow.run,
-        ReturnCaseInput(
-            case_id=case_id,
-            case=draft,
-            actor=actor,
-            reopen=ReopenRequest(reason=reason, actor=actor, window_days=settings.REOPEN_WINDOW_DAYS),
-        ),
-        id=workflow_id_for_case(case_id),
-        task_queue=settings.TASK_QUEUE,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(sa.CASE_STATUS, CaseStatus.QUEUED.value),
-                SearchAttributePair(sa.TEAM, case.team),
-                SearchAttributePair(sa.CASE_PRIORITY, "high"),
-                SearchAttributePair(sa.CUSTOMER_EMAIL, case.customer_email),
-                SearchAttributePair(sa.ORDER_ID, case.order_id),
-            ]
-        ),
-        static_summary=_summary(case),
-        static_details=_details(case),
-    )
-    try:
-        result = await client.execute_update_with_start_workflow(
-            ReturnCaseWorkflow.file,
-            FileCaseInput(case=draft),
-            start_workflow_operation=start,
-            id=f"reopen-{uuid.uuid4()}",
-            rpc_timeout=_rpc_timeout(settings),
+
+    def start() -> WithStartWorkflowOperation[ReturnCaseWorkflow, CaseRecord | None]:
+        """The start of the new run, sent with the update (a fresh one per attempt: the SDK never reuses one)."""
+        return WithStartWorkflowOperation(
+            ReturnCaseWorkflow.run,
+            ReturnCaseInput(
+                case_id=case_id,
+                case=draft,
+                actor=actor,
+                reopen=ReopenRequest(reason=reason, actor=actor, window_days=settings.REOPEN_WINDOW_DAYS),
+            ),
+            id=workflow_id_for_case(case_id),
+            task_queue=settings.TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.CASE_STATUS, CaseStatus.QUEUED.value),
+                    SearchAttributePair(sa.TEAM, case.team),
+                    SearchAttributePair(sa.CASE_PRIORITY, "high"),
+                    SearchAttributePair(sa.CUSTOMER_EMAIL, case.customer_email),
+                    SearchAttributePair(sa.ORDER_ID, case.order_id),
+                ]
+            ),
+            static_summary=_summary(case),
+            static_details=_details(case),
         )
-    except WorkflowUpdateFailedError as err:
-        raise domain_error_from_update(err) from None
-    except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
-        raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
-    if result.case.status in TERMINAL_STATUSES:
-        # The run that resolved the case had not finished yet: the update reached it, not a new run.
-        raise CannotReopen(f"case {case_id} is still closing its previous run; reopen it again in a moment")
-    return _public(result.case)
+
+    for attempt in range(REOPEN_ATTEMPTS):
+        try:
+            result = await client.execute_update_with_start_workflow(
+                ReturnCaseWorkflow.file,
+                FileCaseInput(case=draft),
+                start_workflow_operation=start(),
+                id=f"reopen-{uuid.uuid4()}",
+                rpc_timeout=_rpc_timeout(settings),
+            )
+        except WorkflowUpdateFailedError as err:
+            raise domain_error_from_update(err) from None
+        except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
+            raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
+        if result.case.status not in TERMINAL_STATUSES:
+            return _public(result.case)
+        # The run that resolved the case had not finished yet (it ends right after its last update): the update
+        # reached it, not a new run. Give it a moment to end, then start the new run.
+        await asyncio.sleep(0.2 * (attempt + 1))
+    raise CannotReopen(f"case {case_id} is still closing its previous run; reopen it again in a moment")
 
 
 async def _update_case(
