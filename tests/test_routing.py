@@ -4,7 +4,7 @@ The timers run in real time on the session's Temporal dev server: the teams here
 SDK's Java time-skipping server cannot be downloaded here; these timers are short enough not to need it.)
 """
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,6 +16,8 @@ from tests.conftest import Stack
 from tests.helpers import API, add_agent, agent_token, bearer, file_case, get_case, new_team, resolve
 from tests.invariants import assert_holding_invariants
 from tests.support import eventually
+from workflows.messages import CaseDraft, CaseRecord, ResolveCaseInput, ReturnCaseInput
+from workflows.return_case import ReturnCaseWorkflow
 
 
 async def _set_timers(api: httpx.AsyncClient, team: str, **timers: int | None) -> dict[str, Any]:
@@ -373,3 +375,43 @@ async def test_reopen_keeps_one_open_case_per_order_line(stack: Stack) -> None:
     r = await api.post(f"{API}/cases/{case['id']}/reopen", json={})
     assert r.status_code == 409 and again["id"] in r.json()["detail"]
     assert (await get_case(api, case["id"]))["status"] == "resolved"
+
+
+# --- the resolve validator after a restart ----------------------------------------------------------------------
+
+
+def test_the_resolve_validator_lets_the_reserved_agent_through_while_its_view_is_stale() -> None:
+    """After a worker or Temporal restart, a case workflow can hold a `queued` view of its case while it has yet to
+    confirm the agent dispatch reserved (the signal is pending): the real assignee's resolve must not be refused
+    by that stale view (the database transition stays the authority); anyone else still is."""
+    draft = CaseDraft(
+        customer_name="Dana",
+        customer_email="dana@shop.example",
+        order_id="o-1",
+        product_sku="S-1",
+        product_name="Kettle",
+        reason="broken",
+    )
+    wf = ReturnCaseWorkflow(ReturnCaseInput(case_id="c-1", case=draft, actor="test"))
+    wf._case = CaseRecord(
+        id="c-1",
+        workflow_id="case-c-1",
+        team="returns",
+        priority="normal",
+        status="queued",
+        agent_id=None,
+        queued_at=datetime.now(UTC),
+        reserved_at=None,
+        assigned_at=None,
+        resolved_at=None,
+        cancelled_at=None,
+        resolution=None,
+        cancel_reason=None,
+        **draft.model_dump(exclude={"priority", "team"}),
+    )
+    refused = wf._refusal_for_resolve(ResolveCaseInput(agent_id="a-1"))
+    assert refused is not None and refused.type == "CaseNotAssigned"  # nothing tells the view is stale
+    wf._reserved_agent = "a-1"  # the agent_reserved signal is in, not yet confirmed
+    assert wf._refusal_for_resolve(ResolveCaseInput(agent_id="a-1")) is None
+    other = wf._refusal_for_resolve(ResolveCaseInput(agent_id="a-2"))
+    assert other is not None and other.type == "CaseNotAssigned"
