@@ -111,7 +111,7 @@ def page(
             "Cache-Control": "no-store",
             "Content-Security-Policy": CSP,
             "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
+            "Referrer-Policy": "same-origin",
         },
     )
     return response
