@@ -25,7 +25,7 @@ class ReturnLinkCreated(BaseModel):
     status_code=status.HTTP_201_CREATED,
     response_model=ReturnLinkCreated,
     dependencies=[Allow(admin=True, scopes={"return-links:create"})],
-    responses=error_responses(422),
+    responses=error_responses(400, 422, 503),
 )
 async def create_return_link(body: ReturnLinkCreate, settings: SettingsDep) -> ReturnLinkCreated:
     """A link for the customer of one order: it lists the order's products and starts a return; it expires."""
