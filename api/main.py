@@ -11,7 +11,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.console import customer as console_customer
 from api.console import pages as console_pages
-from api.console.session import install_console_handlers, install_link_handler
+from api.console.session import install_console_error_pages, install_console_handlers, install_link_handler
 from api.errors import install_error_handlers
 from api.event_hub import EventHub
 from api.metrics import install_metrics
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_link_handler(app)
     app.include_router(console_pages.router)
     app.include_router(console_customer.router)
+    install_console_error_pages(app)
     install_metrics(app)
     check_route_rules(app)
     return app

@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from api.security import CSRF_HEADER, SESSION_COOKIE, csrf_token
+from api.errors import ServiceUnavailable
+from api.main import create_app
+from api.security import CSRF_HEADER, SESSION_COOKIE, Public, csrf_token
 from core.models import utcnow
 from core.return_links import LinkProduct, LinkRefused, ReturnLinkCreate, issue_return_link, read_return_link
 from tests.conftest import Stack
@@ -182,3 +184,27 @@ def test_each_page_loads_under_100_kb_of_our_own_assets_and_nothing_from_elsewhe
         assert sum(sizes[name] for name in own) < PAGE_BUDGET, template.name
     for script in STATIC.glob("*.js"):
         assert not re.search(r"\bfrom\s+[\"'](https?:)?//", script.read_text()), script.name
+
+
+async def test_the_apis_errors_are_pages_in_words_on_the_consoles_paths(stack: Stack) -> None:
+    app = create_app(stack.settings)
+    app.state.settings, app.state.session_factory = stack.settings, stack.session_factory  # no lifespan needed
+
+    @app.get("/console/test-outage", dependencies=[Public("test")])
+    async def outage() -> None:
+        raise ServiceUnavailable("the database did not answer within 5s; retry later")
+
+    @app.get("/api/v1/test-outage", dependencies=[Public("test")])
+    async def api_outage() -> None:
+        raise ServiceUnavailable("the database did not answer within 5s; retry later")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        r = await client.get("/console/test-outage")
+        assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
+        assert "the database did not answer within 5s" in r.text
+        r = await client.get("/api/v1/test-outage")
+        assert r.status_code == 503 and r.json()["detail"].startswith("the database did not answer")
+        r = await client.post("/login", data={"email": "x" * 400, "password": "p"})
+        assert r.status_code == 422 and r.headers["content-type"].startswith("text/html") and "email" in r.text
+        r = await client.get("/console/no-such-page")
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")

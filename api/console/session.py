@@ -6,12 +6,15 @@ generation, so removing an agent or changing a password ends the session at once
 role gets a page saying it is not theirs.
 """
 
+import inspect
+import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request, params
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from api.deps import get_database
@@ -100,8 +103,7 @@ def page(
 ) -> HTMLResponse:
     """Render a console page (with the session's CSRF token for its scripts and forms)."""
     token = request.cookies.get(SESSION_COOKIE)
-    settings: Settings = request.app.state.settings
-    csrf = csrf_token(settings.SECRET_KEY, token) if token and principal is not None else ""
+    csrf = csrf_token(request.app.state.settings.SECRET_KEY, token) if token and principal is not None else ""
     response = templates.TemplateResponse(
         request=request,
         name=name,
@@ -139,3 +141,34 @@ def install_link_handler(app: FastAPI) -> None:
     @app.exception_handler(LinkRefused)
     async def _refused(request: Request, err: LinkRefused) -> Response:
         return page(request, "link_refused.html", status_code=404, message=err.reason)
+
+
+CONSOLE_PREFIXES = ("/console", "/login", "/logout", "/returns/", "/track/")
+
+
+def is_console_path(path: str) -> bool:
+    """Whether a path is one of the console's pages (answered in HTML), not the JSON API."""
+    return path == "/" or path.startswith(CONSOLE_PREFIXES)
+
+
+Handler = Callable[[Request, Any], Response | Awaitable[Response]]
+
+
+def _in_html(handler: Handler) -> Handler:
+    async def answer(request: Request, err: Any) -> Response:
+        answered = handler(request, err)
+        response = await answered if inspect.isawaitable(answered) else answered
+        if not is_console_path(request.url.path) or not isinstance(response, JSONResponse):
+            return response
+        detail = json.loads(bytes(response.body)).get("detail")
+        message = detail if isinstance(detail, str) else "the request could not be handled"
+        return page(request, "error.html", status_code=response.status_code, message=message)
+
+    return answer
+
+
+def install_console_error_pages(app: FastAPI) -> None:
+    """The API's error answers (503 when the database or Temporal is down, ...) as pages in words on the
+    console's paths. Call after every other handler is installed."""
+    for exc_class, handler in list(app.exception_handlers.items()):
+        app.exception_handlers[exc_class] = _in_html(handler)

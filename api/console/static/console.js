@@ -59,17 +59,27 @@ export function debounce(fn, ms) {
   };
 }
 
-// The page's one event stream; `data-live` on <body> says whether it is connected.
+// The page's one event stream; `data-live` on <body> says whether it is connected. The browser reconnects
+// by itself after a network error; a refused stream (an answer other than 200: the session ended, or the
+// server is not ready) is closed, so it is opened again a little later, and `onOpen` (which reloads the
+// page's live parts, and sends a signed-out person to /login) runs meanwhile.
 export function listen(url, types, onEvent, onOpen) {
-  const source = new EventSource(url);
-  for (const type of types) source.addEventListener(type, onEvent);
-  source.addEventListener("open", () => {
-    document.body.dataset.live = "on";
-    if (onOpen) onOpen();
-  });
-  source.addEventListener("error", () => {
-    document.body.dataset.live = "off";
-  });
+  let source = null;
+  const connect = () => {
+    source = new EventSource(url);
+    for (const type of types) source.addEventListener(type, onEvent);
+    source.addEventListener("open", () => {
+      document.body.dataset.live = "on";
+      if (onOpen) onOpen();
+    });
+    source.addEventListener("error", () => {
+      document.body.dataset.live = "off";
+      if (source.readyState === EventSource.CLOSED) {
+        if (onOpen) onOpen();
+        setTimeout(connect, 5000);
+      }
+    });
+  };
+  connect();
   addEventListener("pagehide", () => source.close());
-  return source;
 }
