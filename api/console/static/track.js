@@ -34,3 +34,7 @@ cancel.addEventListener("click", async () => {
 });
 
 listen(`/api/v1/track/${token}/events`, CASE_EVENTS, debounce(refresh, 50), refresh);
+// The place in line moves with other customers' cases, whose events this stream does not carry.
+setInterval(() => {
+  if (!cancel.hidden) refresh();
+}, 30000);
