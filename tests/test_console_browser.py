@@ -302,6 +302,10 @@ async def test_the_admins_other_pages(console: Console, open_page: Opener) -> No
     assert (await link.get_attribute("href") or "").endswith(f"/workflows/{case['workflow_id']}")
     await expect(admin.get_by_role("table")).to_contain_text("filed")
     await assert_accessible(admin)
+    await admin.get_by_label("Reason (optional)").fill("customer phoned to withdraw")
+    await admin.get_by_role("button", name="Cancel case").click()
+    await expect(admin.get_by_role("table")).to_contain_text("customer phoned to withdraw")
+    await expect(admin.get_by_role("button", name="Cancel case")).to_have_count(0)
 
     await admin.get_by_role("link", name="Cases").click()
     await admin.get_by_label("Order number or customer email").fill("olga@shop.example")
