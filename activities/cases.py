@@ -24,8 +24,10 @@ from workflows.messages import (
     OpenCaseResult,
     ReconcileInput,
     ReconcileResult,
+    ReopenInput,
     Reservation,
     ResolveInput,
+    RoutingStepInput,
 )
 
 
@@ -80,7 +82,11 @@ class CaseActivities:
         """Turn a standing reservation into an assignment; return the case as the database has it."""
         with business_errors(), self._session_factory.begin() as session:
             case = case_service.confirm_assignment(
-                session=session, case_id=data.case_id, agent_id=data.agent_id, actor="workflow"
+                session=session,
+                case_id=data.case_id,
+                agent_id=data.agent_id,
+                actor="workflow",
+                accept_offer=data.accept_offer,
             )
             confirmed = case_service.to_record(case)
         report_confirmed(confirmed, data.agent_id)
@@ -101,6 +107,50 @@ class CaseActivities:
     def cancel_case(self, data: CancelInput) -> CloseResult:
         """Cancel, free a holding agent and dispatch their team, in one transaction."""
         return self._close(case_service.cancel_case, case_id=data.case_id, reason=data.reason, actor=data.actor)
+
+    @activity.defn
+    def reopen_case(self, data: ReopenInput) -> OpenCaseResult:
+        """Queue a resolved case again as `high` and dispatch its team (the first step of a reopened run)."""
+        with business_errors(), self._session_factory.begin() as session:
+            case, reservations = case_service.reopen_case(
+                session=session,
+                case_id=data.case_id,
+                reason=data.request.reason,
+                actor=data.request.actor,
+                window_days=data.request.window_days,
+            )
+            own = next((r for r in reservations if r.case_id == data.case_id), None)
+            if own is not None:
+                case = case_service.confirm_assignment(
+                    session=session, case_id=data.case_id, agent_id=own.agent_id, actor="workflow"
+                )
+                reservations = [r for r in reservations if r is not own]
+            result = OpenCaseResult(case=case_service.to_record(case), reservations=reservations)
+        report_opened(result.case, result.reservations)
+        return result
+
+    @activity.defn
+    def routing_step(self, data: RoutingStepInput) -> CloseResult:
+        """A routing timer fired (escalate, overdue, offer_missed) or the offered agent declined (decline)."""
+        with business_errors(), self._session_factory.begin() as session:
+            reservations: list[Reservation] = []
+            if data.step == "escalate":
+                case, reservations = case_service.escalate(session=session, case_id=data.case_id)
+            elif data.step == "overdue":
+                case = case_service.mark_overdue(session=session, case_id=data.case_id)
+            elif data.step == "decline" and data.agent_id:
+                case, reservations = case_service.decline_offer(
+                    session=session, case_id=data.case_id, agent_id=data.agent_id
+                )
+            elif data.step == "offer_missed" and data.agent_id:
+                case, reservations = case_service.miss_offer(
+                    session=session, case_id=data.case_id, agent_id=data.agent_id
+                )
+            else:
+                raise ApplicationError(f"unknown routing step {data.step!r}", type="Invalid", non_retryable=True)
+            result = CloseResult(case=case_service.to_record(case), reservations=reservations)
+        report_closed(result.case, result.reservations)
+        return result
 
     def _close(self, close: Callable[..., tuple[Any, list[Reservation]]], **kwargs: Any) -> CloseResult:
         with business_errors(), self._session_factory.begin() as session:
@@ -134,4 +184,12 @@ class CaseActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for worker registration (production and tests register the same list)."""
-        return [self.open_case, self.confirm_assignment, self.resolve_case, self.cancel_case, self.reconcile]
+        return [
+            self.open_case,
+            self.confirm_assignment,
+            self.resolve_case,
+            self.cancel_case,
+            self.reconcile,
+            self.reopen_case,
+            self.routing_step,
+        ]

@@ -96,3 +96,8 @@ class TrackedCase(Schema):
 class TrackCancel(Schema):
     model_config = ConfigDict(extra="forbid")
     reason: Note | None = None
+
+
+class TrackReopen(Schema):
+    model_config = ConfigDict(extra="forbid")
+    reason: Note | None = None

@@ -29,9 +29,16 @@ class AgentChange:
 
 
 def record_agent_event(
-    *, session: Session, agent: Agent, type: str, actor: str, changes: dict[str, list[object]] | None = None
+    *,
+    session: Session,
+    agent: Agent,
+    type: str,
+    actor: str,
+    changes: dict[str, list[object]] | None = None,
+    reason: str | None = None,
 ) -> None:
-    """Append the agent's state after a change the caller just made (call it with the team locks held)."""
+    """Append the agent's state after a change the caller just made (call it with the team locks held), and why
+    when the system made it (`reason`)."""
     buffer_event(
         session=session,
         row=AgentEvent(
@@ -43,7 +50,7 @@ def record_agent_event(
             team=agent.team,
             removed=agent.deleted_at is not None,
             available_since=agent.available_since,
-            data=changes or {},
+            data={**(changes or {}), **({"reason": reason} if reason else {})},
             snapshot=agent_public(agent).model_dump(mode="json"),
         ),
     )

@@ -2,30 +2,45 @@
 
 import base64
 import binascii
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import exists, select, true
+from sqlalchemy import exists, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.clock import db_now
 from core.dispatch import dispatch, lock_teams, record_event
 from core.errors import (
+    CannotReopen,
+    CannotTransfer,
     CaseNotFound,
     ConcurrentChange,
     DuplicateOpenCase,
     IdempotencyKeyReused,
     Invalid,
+    NotAnOffer,
     UnknownTeam,
+    WrongAgent,
 )
-from core.models import PRIORITY_RANK, Agent, CaseEvent, CaseStatus, ReturnCase, Team
+from core.models import (
+    PRIORITY_RANK,
+    TERMINAL_STATUSES,
+    Agent,
+    AgentStatus,
+    CaseEvent,
+    CasePriority,
+    CaseStatus,
+    ReturnCase,
+    Team,
+)
 from core.rules import cancel_refusal, resolve_refusal
 
 # The views live in core/views.py (every event's snapshot is made there too); read them through here.
 from core.views import to_public as to_public
 from core.views import to_record as to_record
-from workflows.messages import CaseDraft, Reservation
+from workflows.messages import CaseDraft, Requeue, Reservation
 
 ACTIVE = "active"
 
@@ -150,19 +165,29 @@ def get_case(*, session: Session, case_id: str, for_update: bool = False) -> Ret
     return case
 
 
-def confirm_assignment(*, session: Session, case_id: str, agent_id: str | None, actor: str) -> ReturnCase:
-    """Turn the reservation for `agent_id` into an assignment if it still stands; return the case as it is."""
+def confirm_assignment(
+    *, session: Session, case_id: str, agent_id: str | None, actor: str, accept_offer: bool = False
+) -> ReturnCase:
+    """Turn the reservation for `agent_id` into an assignment if it still stands; return the case as it is.
+    An offer (`offer_expires_at` set) is turned only when its agent accepts it (`accept_offer`)."""
     case = get_case(session=session, case_id=case_id, for_update=True)
-    if agent_id is not None and case.status == CaseStatus.RESERVED and case.agent_id == agent_id:
+    is_offer = case.offer_expires_at is not None
+    if (
+        agent_id is not None
+        and case.status == CaseStatus.RESERVED
+        and case.agent_id == agent_id
+        and (accept_offer or not is_offer)
+    ):
         now = db_now(session)
         case.status = CaseStatus.ASSIGNED
         case.assigned_at = now
+        case.offer_expires_at = None
         record_event(
             session=session,
             case=case,
             type="assigned",
-            actor=actor,
-            reason="the case workflow confirmed the reservation",
+            actor=f"agent:{agent_id}" if is_offer else actor,
+            reason="the agent accepted the offer" if is_offer else "the case workflow confirmed the reservation",
             from_status=CaseStatus.RESERVED,
             agent_id=agent_id,
             at=now,
@@ -181,16 +206,16 @@ def free_agent(*, session: Session, agent_id: str, case_id: str) -> Agent | None
     return agent
 
 
-def _lock_case_and_holder_teams(*, session: Session, case_id: str) -> ReturnCase:
-    """Lock the case's team and its holder's team (in name order), then the case row."""
+def _lock_case_and_holder_teams(*, session: Session, case_id: str, also: str | None = None) -> ReturnCase:
+    """Lock the case's team and its holder's team (and `also`, in name order), then the case row."""
     for _ in range(5):
         case = get_case(session=session, case_id=case_id)
         holder = session.get(Agent, case.agent_id) if case.agent_id else None
-        teams = {case.team} | ({holder.team} if holder else set())
+        teams = {case.team} | ({holder.team} if holder else set()) | ({also} if also else set())
         lock_teams(session=session, teams=teams)
         case = get_case(session=session, case_id=case_id, for_update=True)
         holder = session.get(Agent, case.agent_id, populate_existing=True) if case.agent_id else None
-        if holder is None or holder.team in teams:
+        if case.team in teams and (holder is None or holder.team in teams):
             return case
     raise ConcurrentChange(f"case {case_id}: its holder kept moving between teams")
 
@@ -244,6 +269,7 @@ def _close(
     case.status = to
     case.open_order_line = None
     case.is_open = False
+    case.offer_expires_at = None
     if to == CaseStatus.RESOLVED:
         case.resolved_at, case.resolution = now, note
     else:
@@ -272,9 +298,246 @@ def requeue(*, session: Session, case: ReturnCase, actor: str, reason: str) -> N
     case.agent_id = None
     case.reserved_at = None
     case.assigned_at = None
+    case.offer_expires_at = None
     record_event(
         session=session, case=case, type="requeued", actor=actor, from_status=before, agent_id=holder, reason=reason
     )
+
+
+# --- routing (DESIGN section 13) ----------------------------------------------------------------------------
+
+
+def _unhold(*, session: Session, case: ReturnCase) -> tuple[str | None, CaseStatus]:
+    """Take the case from its holder and put it back in its team's queue (its `queued_at` kept); the caller frees
+    the agent and records the event. Returns the holder and the status before."""
+    before, holder = CaseStatus(case.status), case.agent_id
+    case.status = CaseStatus.QUEUED
+    case.agent_id = None
+    case.reserved_at = None
+    case.assigned_at = None
+    case.offer_expires_at = None
+    return holder, before
+
+
+def _open_offer_for(case: ReturnCase, agent_id: str | None) -> bool:
+    return (
+        case.status == CaseStatus.RESERVED
+        and case.offer_expires_at is not None
+        and agent_id is not None
+        and case.agent_id == agent_id
+    )
+
+
+def decline_offer(*, session: Session, case_id: str, agent_id: str) -> tuple[ReturnCase, list[Reservation]]:
+    """The offered agent declines: the case goes to the next agent in order (never straight back to them while
+    another is free), and the decliner, freed, goes to the back of the idle order."""
+    case = _lock_case_and_holder_teams(session=session, case_id=case_id)
+    if case.declined_by == agent_id and case.agent_id != agent_id:
+        return case, []  # a retried decline: already done
+    if not _open_offer_for(case, agent_id):
+        raise NotAnOffer(f"case {case_id} is not offered to agent {agent_id}")
+    _unhold(session=session, case=case)
+    case.declined_by = agent_id
+    now = db_now(session)
+    record_event(
+        session=session,
+        case=case,
+        type="declined",
+        actor=f"agent:{agent_id}",
+        reason=f"agent {agent_id} declined the offer",
+        from_status=CaseStatus.RESERVED,
+        agent_id=agent_id,
+        at=now,
+    )
+    free_agent(session=session, agent_id=agent_id, case_id=case_id)
+    session.flush()
+    return case, dispatch(session=session, team=case.team)
+
+
+def miss_offer(*, session: Session, case_id: str, agent_id: str) -> tuple[ReturnCase, list[Reservation]]:
+    """The offer expired unanswered: the agent is set away (they are absent) with the reason recorded, and the case
+    goes back to its place in the queue and to the next free agent."""
+    from core.agents import record_agent_event  # core.agents imports this module
+
+    case = _lock_case_and_holder_teams(session=session, case_id=case_id)
+    if not _open_offer_for(case, agent_id):
+        return case, []  # accepted, declined, cancelled or already missed meanwhile
+    _unhold(session=session, case=case)
+    now = db_now(session)
+    record_event(
+        session=session,
+        case=case,
+        type="offer_missed",
+        actor="workflow",
+        reason=f"agent {agent_id} did not answer the offer in time",
+        from_status=CaseStatus.RESERVED,
+        agent_id=agent_id,
+        at=now,
+    )
+    agent = free_agent(session=session, agent_id=agent_id, case_id=case_id)
+    if agent is not None and agent.status != AgentStatus.AWAY:
+        agent.status = AgentStatus.AWAY
+        session.flush()
+        record_agent_event(
+            session=session,
+            agent=agent,
+            type="updated",
+            actor="workflow",
+            changes={"status": [AgentStatus.AVAILABLE.value, AgentStatus.AWAY.value]},
+            reason=f"missed the offer of case {case_id}",
+        )
+    session.flush()
+    return case, dispatch(session=session, team=case.team)
+
+
+def escalate(*, session: Session, case_id: str) -> tuple[ReturnCase, list[Reservation]]:
+    """The case waited past its team's wait SLA: it becomes `high` (keeping its `queued_at`, so it goes ahead of
+    normal cases but not of older high ones)."""
+    lock_teams(session=session, teams=[get_case(session=session, case_id=case_id).team])
+    case = get_case(session=session, case_id=case_id, for_update=True)
+    if case.status != CaseStatus.QUEUED or case.escalated_at is not None:
+        return case, []
+    now = db_now(session)
+    before = case.priority
+    case.priority = CasePriority.HIGH
+    case.priority_rank = PRIORITY_RANK[CasePriority.HIGH]
+    case.escalated_at = now
+    record_event(
+        session=session,
+        case=case,
+        type="escalated",
+        actor="workflow",
+        reason="waited past the team's wait SLA",
+        from_status=CaseStatus.QUEUED,
+        at=now,
+        priority=[before, CasePriority.HIGH.value],
+        waited_seconds=round((now - case.queued_at).total_seconds(), 3),
+    )
+    session.flush()
+    return case, dispatch(session=session, team=case.team)
+
+
+def mark_overdue(*, session: Session, case_id: str) -> ReturnCase:
+    """The case stayed assigned past its team's resolve SLA: mark it overdue."""
+    case = get_case(session=session, case_id=case_id, for_update=True)
+    if case.status != CaseStatus.ASSIGNED or case.overdue_at is not None:
+        return case
+    now = db_now(session)
+    case.overdue_at = now
+    record_event(
+        session=session,
+        case=case,
+        type="overdue",
+        actor="workflow",
+        reason="assigned past the team's resolve SLA",
+        from_status=CaseStatus.ASSIGNED,
+        agent_id=case.agent_id,
+        at=now,
+        assigned_seconds=round((now - case.assigned_at).total_seconds(), 3) if case.assigned_at else None,
+    )
+    session.flush()
+    return case
+
+
+@dataclass
+class Transfer:
+    """What a transfer did: the case, the reservations dispatch made, and the holder it took the case from."""
+
+    case: ReturnCase
+    reservations: list[Reservation]
+    requeues: list[Requeue]
+
+
+def transfer_case(
+    *, session: Session, case_id: str, team: str, note: str | None, actor: str, by_agent: str | None = None
+) -> Transfer:
+    """Move an open case to `team`'s queue with its original `queued_at`; its holder is freed and takes their next
+    case, in this transaction. `by_agent`: the agent asking, who must hold the case."""
+    case = _lock_case_and_holder_teams(session=session, case_id=case_id, also=team)
+    if case.status in TERMINAL_STATUSES:
+        raise CannotTransfer(f"case {case_id} is already {case.status}")
+    if by_agent is not None and case.agent_id != by_agent:
+        raise WrongAgent(f"case {case_id} is not held by agent {by_agent}")
+    if case.team == team:
+        raise CannotTransfer(f"case {case_id} is already in team {team!r}")
+    from_team = case.team
+    holder, before = _unhold(session=session, case=case)
+    case.team = team
+    case.declined_by = None
+    case.overdue_at = None
+    record_event(
+        session=session,
+        case=case,
+        type="transferred",
+        actor=actor,
+        reason=note or f"moved from team {from_team} to {team}",
+        from_status=before,
+        agent_id=holder,
+        from_team=from_team,
+        to_team=team,
+        note=note,
+    )
+    freed = free_agent(session=session, agent_id=holder, case_id=case_id) if holder else None
+    session.flush()
+    reservations = dispatch(session=session, team=freed.team) if freed else []
+    reservations += dispatch(session=session, team=team)
+    requeues = [Requeue(case_id=case_id, agent_id=holder, actor=actor)] if holder else []
+    return Transfer(case=case, reservations=reservations, requeues=requeues)
+
+
+def reopen_check(*, session: Session, case: ReturnCase, window_days: float) -> None:
+    """Why a resolved case may not be reopened (raised), by the database's clock."""
+    if case.status != CaseStatus.RESOLVED:
+        raise CannotReopen(f"case {case.id} is {case.status}; only a resolved case can be reopened")
+    if case.resolved_at is None or case.resolved_at < db_now(session) - timedelta(days=window_days):
+        raise CannotReopen(f"case {case.id} was resolved more than {window_days:g} days ago; file a new case")
+    other = find_open_case_for_order_line(session=session, order_id=case.order_id, product_sku=case.product_sku)
+    if other is not None and other.id != case.id:
+        raise duplicate_open_case_error(other)
+
+
+def reopen_case(
+    *, session: Session, case_id: str, reason: str | None, actor: str, window_days: float
+) -> tuple[ReturnCase, list[Reservation]]:
+    """Queue a resolved case again as `high` (same id and history); idempotent: an open case is returned as is."""
+    lock_teams(session=session, teams=[get_case(session=session, case_id=case_id).team])
+    case = get_case(session=session, case_id=case_id, for_update=True)
+    if case.status in (CaseStatus.QUEUED, CaseStatus.RESERVED, CaseStatus.ASSIGNED):
+        return case, []
+    reopen_check(session=session, case=case, window_days=window_days)
+    now = db_now(session)
+    try:
+        with session.begin_nested():
+            case.open_order_line = open_order_line(case.order_id, case.product_sku)
+            case.is_open = True
+            case.status = CaseStatus.QUEUED
+            session.flush()
+    except IntegrityError:
+        session.refresh(case)
+        other = find_open_case_for_order_line(session=session, order_id=case.order_id, product_sku=case.product_sku)
+        if other is None:
+            raise
+        raise duplicate_open_case_error(other) from None
+    case.priority = CasePriority.HIGH
+    case.priority_rank = PRIORITY_RANK[CasePriority.HIGH]
+    case.queued_at = now
+    case.agent_id = None
+    case.reserved_at = case.assigned_at = case.resolved_at = None
+    case.resolution = None
+    case.escalated_at = case.overdue_at = case.offer_expires_at = None
+    case.declined_by = None
+    case.reopened_at = now
+    record_event(
+        session=session,
+        case=case,
+        type="reopened",
+        actor=actor,
+        reason=reason or "reopened, no reason given",
+        from_status=CaseStatus.RESOLVED,
+        at=now,
+    )
+    session.flush()
+    return case, dispatch(session=session, team=case.team)
 
 
 def list_cases(
@@ -340,9 +603,14 @@ def case_history(*, session: Session, case_id: str) -> list[CaseEvent]:
 
 def stale_reservations(*, session: Session, unconfirmed_for: timedelta) -> list[Reservation]:
     """Reservations their case workflow has not confirmed for `unconfirmed_for` (by the database's clock)."""
+    # An offer waits for its agent until it expires: only one left unanswered past that is re-signalled (its
+    # workflow then runs the missed-offer step).
+    cutoff = db_now(session) - unconfirmed_for
     rows = session.execute(
         select(ReturnCase.id, ReturnCase.agent_id).where(
-            ReturnCase.status == CaseStatus.RESERVED, ReturnCase.reserved_at < db_now(session) - unconfirmed_for
+            ReturnCase.status == CaseStatus.RESERVED,
+            ReturnCase.reserved_at < cutoff,
+            or_(ReturnCase.offer_expires_at.is_(None), ReturnCase.offer_expires_at < cutoff),
         )
     ).all()
     return [Reservation(case_id=case_id, agent_id=agent_id) for case_id, agent_id in rows if agent_id]

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     API_DB_TIMEOUT_SECONDS: float = 5.0
     # How long the API waits on Temporal before answering 503.
     TEMPORAL_RPC_TIMEOUT_SECONDS: float = 10.0
+    # A resolved case may be reopened (by an admin or its customer) for this many days.
+    REOPEN_WINDOW_DAYS: float = 14.0
     METRICS_PORT: int = 0
     LOG_LEVEL: str = "INFO"
     # Signs access tokens and customer tracking tokens, and keys the encryption of webhook secrets. Required by

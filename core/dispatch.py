@@ -1,7 +1,7 @@
 """Dispatch: the one place where agents meet cases. Call it only inside a write transaction."""
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -62,49 +62,71 @@ def record_event(
 
 
 def dispatch(*, session: Session, team: str, actor: str = "dispatch") -> list[Reservation]:
-    """Reserve free agents of `team` for its waiting cases, in serving order; return the reservations."""
+    """Reserve free agents of `team` for its waiting cases, in serving order; return the reservations.
+
+    With the team's `offer_timeout_seconds` set, each reservation is an offer (`offer_expires_at`, event
+    `offered`) that the agent accepts or declines. A case is not paired with the agent who last declined it
+    (`declined_by`): the next agent in order takes it, and while no other agent is free it waits at its place.
+    """
     lock_teams(session=session, teams=[team])
+    offer_seconds = session.scalar(select(Team.offer_timeout_seconds).where(Team.name == team))
     reservations: list[Reservation] = []
     while True:
-        agents = session.scalars(
-            select(Agent)
-            .where(
-                Agent.team == team,
-                Agent.status == AgentStatus.AVAILABLE,
-                Agent.current_case_id.is_(None),
-                Agent.deleted_at.is_(None),
-            )
-            .order_by(Agent.available_since, Agent.id)
-            .limit(DISPATCH_BATCH)
-            .with_for_update()
-        ).all()
+        agents = list(
+            session.scalars(
+                select(Agent)
+                .where(
+                    Agent.team == team,
+                    Agent.status == AgentStatus.AVAILABLE,
+                    Agent.current_case_id.is_(None),
+                    Agent.deleted_at.is_(None),
+                )
+                .order_by(Agent.available_since, Agent.id)
+                .limit(DISPATCH_BATCH)
+                .with_for_update()
+            ).all()
+        )
         if not agents:
             return reservations
+        # One case more than agents per agent: a case passed over (its decliner is the only one free) leaves
+        # room for the next.
         cases = session.scalars(
             select(ReturnCase)
             .where(ReturnCase.team == team, ReturnCase.status == CaseStatus.QUEUED)
             .order_by(ReturnCase.priority_rank, ReturnCase.queued_at, ReturnCase.id)
-            .limit(len(agents))
+            .limit(2 * len(agents))
             .with_for_update()
         ).all()
         now = db_now(session)
-        for agent, case in zip(agents, cases, strict=False):
+        made = 0
+        free = list(agents)
+        for case in cases:
+            agent = next((a for a in free if a.id != case.declined_by), None)
+            if agent is None:
+                continue
+            free.remove(agent)
+            made += 1
             case.status = CaseStatus.RESERVED
             case.agent_id = agent.id
             case.reserved_at = now
+            case.declined_by = None
+            case.offer_expires_at = now + timedelta(seconds=offer_seconds) if offer_seconds else None
             agent.current_case_id = case.id
             record_event(
                 session=session,
                 case=case,
-                type="reserved",
+                type="offered" if offer_seconds else "reserved",
                 actor=actor,
-                reason=f"first in line in team {team} when agent {agent.id} was free",
+                reason=f"first in line in team {team} when agent {agent.id} was free"
+                + (f"; offered for {offer_seconds}s" if offer_seconds else ""),
                 from_status=CaseStatus.QUEUED,
                 agent_id=agent.id,
                 at=now,
                 waited_seconds=round((now - case.queued_at).total_seconds(), 3),
             )
             reservations.append(Reservation(case_id=case.id, agent_id=agent.id))
+            if not free:
+                break
         session.flush()
-        if len(cases) < DISPATCH_BATCH or len(agents) < DISPATCH_BATCH:
+        if made == 0 or len(agents) < DISPATCH_BATCH or len(cases) < 2 * len(agents):
             return reservations

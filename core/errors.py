@@ -84,6 +84,18 @@ class WrongAgent(Forbidden):
 class CaseClosed(Conflict): ...
 
 
+class NotAnOffer(Conflict):
+    """Accept or decline of a case that is not (or no longer) offered to this agent."""
+
+
+class CannotTransfer(Conflict):
+    """A transfer the case's state does not allow (closed, or already in that team)."""
+
+
+class CannotReopen(Conflict):
+    """A reopen of a case that is not resolved, or was resolved longer ago than the reopen window."""
+
+
 ERRORS_BY_TYPE: dict[str, type[DomainError]] = {
     cls.__name__: cls
     for cls in (
@@ -99,6 +111,9 @@ ERRORS_BY_TYPE: dict[str, type[DomainError]] = {
         CaseNotAssigned,
         WrongAgent,
         CaseClosed,
+        NotAnOffer,
+        CannotTransfer,
+        CannotReopen,
     )
 }
 

@@ -11,8 +11,22 @@ from typing import Any
 
 from core.outbox import StoredEvent
 
-# Case event types the service records today (case_event.type); the routing issue adds its own here.
-CASE_EVENT_TYPES = ("filed", "reserved", "assigned", "resolved", "cancelled", "requeued")
+# Case event types the service records (case_event.type); the routing ones are DESIGN section 13's.
+CASE_EVENT_TYPES = (
+    "filed",
+    "reserved",
+    "assigned",
+    "resolved",
+    "cancelled",
+    "requeued",
+    "offered",
+    "declined",
+    "offer_missed",
+    "escalated",
+    "overdue",
+    "transferred",
+    "reopened",
+)
 AGENT_EVENT_TYPES = ("created", "updated", "removed")
 WEBHOOK_DISABLED = "webhook.disabled"
 # A ping sent by `POST /webhooks/{id}/test`; not an outbox event, never subscribed to.

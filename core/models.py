@@ -107,6 +107,11 @@ class Team(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Routing timers (DESIGN section 13), each NULL (off) by default: escalate a case queued this long, mark
+    # overdue a case assigned this long, and make each reservation an offer the agent must accept in time.
+    wait_sla_seconds: Mapped[int | None] = mapped_column(Integer)
+    resolve_sla_seconds: Mapped[int | None] = mapped_column(Integer)
+    offer_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
 
 
 class Agent(Base):
@@ -169,6 +174,14 @@ class ReturnCase(Base):
     cancelled_at: Mapped[datetime | None]
     resolution: Mapped[str | None] = mapped_column(Text)
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    # Routing (DESIGN section 13): escalated past the team's wait SLA; overdue past its resolve SLA; a
+    # reservation that is an offer until `offer_expires_at`; the agent who last declined it (not offered it
+    # again while another agent is free); when it was last reopened.
+    escalated_at: Mapped[datetime | None]
+    overdue_at: Mapped[datetime | None]
+    offer_expires_at: Mapped[datetime | None]
+    declined_by: Mapped[str | None] = mapped_column(String(32))
+    reopened_at: Mapped[datetime | None]
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     # "<order_id>\x1f<sku>" while the case is open, NULL once terminal: one open case per order line.
     open_order_line: Mapped[str | None] = mapped_column(String(210), unique=True)

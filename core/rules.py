@@ -1,5 +1,8 @@
-"""Which resolve and cancel requests a case accepts: one rule set for the workflow, the database and the API."""
+"""Which resolve and cancel requests a case accepts, and which routing timer a case runs: one rule set for the
+workflow, the database and the API."""
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from core.errors import CaseClosed, CaseNotAssigned, CaseNotFound, DomainError, WrongAgent
@@ -36,4 +39,67 @@ def cancel_refusal(case: CaseLike | None) -> DomainError | None:
         return CaseNotFound("the case is still being filed")
     if case.status == CaseStatus.RESOLVED:
         return CaseClosed(f"case {case.id} is already resolved")
+    return None
+
+
+class TimedCase(CaseLike, Protocol):
+    @property
+    def queued_at(self) -> datetime: ...
+    @property
+    def assigned_at(self) -> datetime | None: ...
+    @property
+    def escalated_at(self) -> datetime | None: ...
+    @property
+    def overdue_at(self) -> datetime | None: ...
+    @property
+    def offer_expires_at(self) -> datetime | None: ...
+
+
+class Timers(Protocol):
+    @property
+    def wait_sla_seconds(self) -> int | None: ...
+    @property
+    def resolve_sla_seconds(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class RoutingTimer:
+    """The routing timer a case runs now (DESIGN section 13): what fires (`escalate`, `overdue`, `offer_missed`),
+    when (by the database's clock, from the case's own times), and a summary for the Temporal UI."""
+
+    step: str
+    due_at: datetime
+    summary: str
+    agent_id: str | None = None
+
+
+def routing_timer(case: TimedCase, timers: Timers | None) -> RoutingTimer | None:
+    """The timer the case's workflow runs now, if any: an offer's expiry, the wait SLA while queued (until
+    escalated), the resolve SLA while assigned (until overdue)."""
+    if case.status == CaseStatus.RESERVED and case.offer_expires_at is not None and case.agent_id:
+        return RoutingTimer(
+            "offer_missed",
+            case.offer_expires_at,
+            f"offer to agent {case.agent_id}: set them away and requeue the case unless they answer",
+            case.agent_id,
+        )
+    if timers is None:
+        return None
+    if case.status == CaseStatus.QUEUED and timers.wait_sla_seconds and case.escalated_at is None:
+        return RoutingTimer(
+            "escalate",
+            case.queued_at + timedelta(seconds=timers.wait_sla_seconds),
+            f"wait SLA {timers.wait_sla_seconds}s: escalate to high priority if still queued",
+        )
+    if (
+        case.status == CaseStatus.ASSIGNED
+        and timers.resolve_sla_seconds
+        and case.overdue_at is None
+        and case.assigned_at is not None
+    ):
+        return RoutingTimer(
+            "overdue",
+            case.assigned_at + timedelta(seconds=timers.resolve_sla_seconds),
+            f"resolve SLA {timers.resolve_sla_seconds}s: mark overdue if still assigned to {case.agent_id}",
+        )
     return None

@@ -76,9 +76,31 @@ class TeamCreate(Schema):
     name: TeamName
 
 
+# A routing timer: whole seconds, from one second to a year; null switches it off.
+TimerSeconds = Annotated[int, Field(ge=1, le=366 * 24 * 3600)]
+
+
 class TeamPublic(Schema):
     name: str
     created_at: datetime
+    wait_sla_seconds: int | None = None
+    resolve_sla_seconds: int | None = None
+    offer_timeout_seconds: int | None = None
+
+
+class TeamUpdate(Schema):
+    """A team's routing timers (DESIGN section 13); a field left out is unchanged, `null` switches it off."""
+
+    model_config = ConfigDict(extra="forbid")
+    wait_sla_seconds: TimerSeconds | None = Field(
+        None, description="escalate a case (priority high) still queued this long after it joined the queue"
+    )
+    resolve_sla_seconds: TimerSeconds | None = Field(
+        None, description="mark a case overdue when it is still assigned this long after it was assigned"
+    )
+    offer_timeout_seconds: TimerSeconds | None = Field(
+        None, description="offer each case to its agent, who must accept within this time or is set away"
+    )
 
 
 class TeamQueue(Schema):
@@ -92,6 +114,10 @@ class TeamQueue(Schema):
     agents_available: int
     agents_busy: int
     agents_away: int
+    # Assigned cases past the team's resolve SLA, and how many of the waiting cases were escalated.
+    overdue: int = 0
+    escalated_waiting: int = 0
+    overdue_case_ids: list[str] = Field(default_factory=list)
 
 
 class TeamWithQueue(TeamPublic):
@@ -166,6 +192,10 @@ class CasePublic(Schema):
     cancelled_at: datetime | None
     resolution: str | None
     cancel_reason: str | None
+    escalated_at: datetime | None = None
+    overdue_at: datetime | None = None
+    offer_expires_at: datetime | None = None
+    reopened_at: datetime | None = None
 
 
 class CaseResolve(Schema):
@@ -176,6 +206,19 @@ class CaseResolve(Schema):
 
 
 class CaseCancel(Schema):
+    model_config = ConfigDict(extra="forbid")
+    reason: Note | None = None
+
+
+class CaseTransfer(Schema):
+    """Move a case to another team's queue (it keeps its place: its original `queued_at`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    team: TeamName
+    note: Note | None = None
+
+
+class CaseReopen(Schema):
     model_config = ConfigDict(extra="forbid")
     reason: Note | None = None
 
@@ -202,11 +245,20 @@ class CaseEventPublic(Schema):
         return self
 
 
+class CaseTimer(Schema):
+    """A routing timer the case's workflow runs now; its outcome, once it fires, is an event of the history."""
+
+    step: str = Field(description="what it does when it fires: `escalate`, `overdue` or `offer_missed`")
+    due_at: datetime
+    summary: str
+
+
 class CaseHistory(Schema):
     case_id: str
     workflow_id: str
     temporal_ui_url: str
     events: list[CaseEventPublic]
+    running_timer: CaseTimer | None = None
 
 
 class QueueOverview(Schema):

@@ -1,5 +1,6 @@
 """Teams and their queue figures."""
 
+from collections import defaultdict
 from datetime import datetime
 
 from sqlalchemy import case, func, select
@@ -9,7 +10,7 @@ from sqlalchemy.orm import Session
 from core.clock import db_now
 from core.errors import TeamExists, TeamNotFound
 from core.models import Agent, AgentStatus, CaseStatus, ReturnCase, Team
-from core.schemas import TeamQueue
+from core.schemas import TeamQueue, TeamUpdate
 
 DEFAULT_TEAM = "returns"
 
@@ -34,6 +35,25 @@ def get_team(*, session: Session, name: str) -> Team:
     if team is None:
         raise TeamNotFound(f"team {name!r} not found")
     return team
+
+
+TIMER_FIELDS = ("wait_sla_seconds", "resolve_sla_seconds", "offer_timeout_seconds")
+
+
+def update_team(*, session: Session, name: str, data: TeamUpdate) -> tuple[Team, list[str]]:
+    """Change the team's routing timers (the fields sent; null: off); return the team and its open cases, whose
+    workflows must learn the new timers."""
+    team = session.scalars(select(Team).where(Team.name == name).with_for_update()).first()
+    if team is None:
+        raise TeamNotFound(f"team {name!r} not found")
+    for field in TIMER_FIELDS:
+        if field in data.model_fields_set:
+            setattr(team, field, getattr(data, field))
+    session.flush()
+    open_cases = list(
+        session.scalars(select(ReturnCase.id).where(ReturnCase.team == name, ReturnCase.is_open.is_(True)))
+    )
+    return team, open_cases
 
 
 def list_teams(*, session: Session) -> list[Team]:
@@ -65,6 +85,29 @@ def queue_figures(*, session: Session, teams: list[str] | None = None) -> list[T
             .group_by(Agent.team, kind)
         ).all()
     }
+    overdue: dict[str, list[str]] = defaultdict(list)
+    for team, case_id in session.execute(
+        select(ReturnCase.team, ReturnCase.id)
+        .where(
+            ReturnCase.status == CaseStatus.ASSIGNED,
+            ReturnCase.overdue_at.is_not(None),
+            ReturnCase.team.in_(names),
+        )
+        .order_by(ReturnCase.overdue_at, ReturnCase.id)
+    ).all():
+        overdue[team].append(case_id)
+    escalated: dict[str, int] = {
+        str(team): int(count)
+        for team, count in session.execute(
+            select(ReturnCase.team, func.count())
+            .where(
+                ReturnCase.status == CaseStatus.QUEUED,
+                ReturnCase.escalated_at.is_not(None),
+                ReturnCase.team.in_(names),
+            )
+            .group_by(ReturnCase.team)
+        ).all()
+    }
     now = db_now(session)
     figures = []
     for name in names:
@@ -78,6 +121,9 @@ def queue_figures(*, session: Session, teams: list[str] | None = None) -> list[T
                 agents_available=agent_counts.get((name, "available"), 0),
                 agents_busy=agent_counts.get((name, "busy"), 0),
                 agents_away=agent_counts.get((name, "away"), 0),
+                overdue=len(overdue[name]),
+                escalated_waiting=escalated.get(name, 0),
+                overdue_case_ids=overdue[name][:50],
             )
         )
     return figures

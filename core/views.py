@@ -2,10 +2,12 @@
 
 from typing import Any
 
+from sqlalchemy.orm import object_session
+
 from core.ids import workflow_id_for_case
-from core.models import Agent, ReturnCase
+from core.models import Agent, ReturnCase, Team
 from core.schemas import AgentPublic, CasePublic
-from workflows.messages import CaseRecord
+from workflows.messages import CaseRecord, TeamTimers
 
 
 def _case_fields(case: ReturnCase, fields: Any) -> dict[str, Any]:
@@ -18,8 +20,20 @@ def to_public(case: ReturnCase) -> CasePublic:
 
 
 def to_record(case: ReturnCase) -> CaseRecord:
-    """The case row as a workflow payload."""
-    return CaseRecord.model_validate(_case_fields(case, CaseRecord.model_fields))
+    """The case row as a workflow payload, with its team's routing timers (read in the case's session)."""
+    fields = _case_fields(case, [f for f in CaseRecord.model_fields if f != "timers"])
+    session = object_session(case)
+    team = session.get(Team, case.team) if session is not None else None
+    return CaseRecord.model_validate({**fields, "timers": team_timers(team) if team is not None else None})
+
+
+def team_timers(team: Team) -> TeamTimers:
+    """A team's routing timers as the case workflows carry them."""
+    return TeamTimers(
+        wait_sla_seconds=team.wait_sla_seconds,
+        resolve_sla_seconds=team.resolve_sla_seconds,
+        offer_timeout_seconds=team.offer_timeout_seconds,
+    )
 
 
 def agent_public(agent: Agent) -> AgentPublic:

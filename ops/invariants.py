@@ -19,13 +19,13 @@ agent's first `agent_event` row are checked against the removal time only.
 """
 
 import asyncio
-import heapq
 from collections import defaultdict
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import or_, select
@@ -38,11 +38,13 @@ from core.clock import db_now
 from core.ids import workflow_id_for_case
 from core.models import (
     HELD_STATUSES,
+    PRIORITY_RANK,
     TERMINAL_STATUSES,
     Agent,
     AgentEvent,
     AgentStatus,
     CaseEvent,
+    CasePriority,
     CaseStatus,
     ReturnCase,
 )
@@ -90,9 +92,19 @@ LEGAL_TRANSITIONS: dict[str, set[tuple[str | None, str]]] = {
     "requeued": {(CaseStatus.RESERVED, CaseStatus.QUEUED), (CaseStatus.ASSIGNED, CaseStatus.QUEUED)},
     "resolved": {(CaseStatus.ASSIGNED, CaseStatus.RESOLVED)},
     "cancelled": {(s, CaseStatus.CANCELLED) for s in (CaseStatus.QUEUED, CaseStatus.RESERVED, CaseStatus.ASSIGNED)},
+    # Routing (DESIGN section 13).
+    "offered": {(CaseStatus.QUEUED, CaseStatus.RESERVED)},
+    "declined": {(CaseStatus.RESERVED, CaseStatus.QUEUED)},
+    "offer_missed": {(CaseStatus.RESERVED, CaseStatus.QUEUED)},
+    "escalated": {(CaseStatus.QUEUED, CaseStatus.QUEUED)},
+    "overdue": {(CaseStatus.ASSIGNED, CaseStatus.ASSIGNED)},
+    "transferred": {(s, CaseStatus.QUEUED) for s in (CaseStatus.QUEUED, CaseStatus.RESERVED, CaseStatus.ASSIGNED)},
+    "reopened": {(CaseStatus.RESOLVED, CaseStatus.QUEUED)},
 }
+# Events that give an agent a case (a reservation, or an offer, which holds the agent just the same).
+RESERVE_EVENTS = frozenset({"reserved", "offered"})
 # Events that end an agent's hold on a case.
-RELEASE_EVENTS = frozenset({"resolved", "cancelled", "requeued"})
+RELEASE_EVENTS = frozenset({"resolved", "cancelled", "requeued", "declined", "offer_missed", "transferred"})
 
 
 @contextmanager
@@ -121,6 +133,9 @@ class _Case:
     resolved_at: datetime | None
     cancelled_at: datetime | None
     open_order_line: str | None
+    offer_expires_at: datetime | None = None
+    # The agent who last declined it: not offered it again while another agent is free.
+    declined_by: str | None = None
 
     @property
     def rank(self) -> tuple[int, datetime, str]:
@@ -147,6 +162,32 @@ class _Event:
     from_status: str | None
     to_status: str | None
     agent_id: str | None
+    # From the event's snapshot (None for rows recorded before the outbox): the case's team and serving rank
+    # right after the event (escalation, transfer and reopen change them), and the team a transfer left.
+    team: str | None = None
+    rank: tuple[int, datetime, str] | None = None
+    from_team: str | None = None
+
+
+def _event(row: Any) -> _Event:
+    snapshot = row.snapshot or {}
+    data = row.data or {}
+    rank = None
+    if snapshot.get("priority") in PRIORITY_RANK and snapshot.get("queued_at"):
+        queued_at = datetime.fromisoformat(snapshot["queued_at"]).replace(tzinfo=UTC)
+        rank = (PRIORITY_RANK[CasePriority(snapshot["priority"])], queued_at, row.case_id)
+    return _Event(
+        row.id,
+        row.case_id,
+        row.at,
+        row.type,
+        row.from_status,
+        row.to_status,
+        row.agent_id,
+        snapshot.get("team"),
+        rank,
+        data.get("from_team") if row.type == "transferred" else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -191,7 +232,10 @@ def find_violations(
                 detail=f"reserved at {c.reserved_at.isoformat()} and still not confirmed by its workflow",
             )
             for c in cases.values()
-            if c.status == CaseStatus.RESERVED and c.reserved_at is not None and now - c.reserved_at > reservation_grace
+            if c.status == CaseStatus.RESERVED
+            and c.reserved_at is not None
+            # An offer waits for its agent until it expires.
+            and now - max(c.reserved_at, c.offer_expires_at or c.reserved_at) > reservation_grace
         ]
     return list(dict.fromkeys(found))
 
@@ -226,6 +270,8 @@ _CASE_COLUMNS = (
     ReturnCase.resolved_at,
     ReturnCase.cancelled_at,
     ReturnCase.open_order_line,
+    ReturnCase.offer_expires_at,
+    ReturnCase.declined_by,
 )
 
 
@@ -244,6 +290,8 @@ def _load(
         CaseEvent.from_status,
         CaseEvent.to_status,
         CaseEvent.agent_id,
+        CaseEvent.snapshot,
+        CaseEvent.data,
     ).order_by(CaseEvent.id)
     if teams is not None:
         scoped = select(ReturnCase.id).where(ReturnCase.team.in_(list(teams)))
@@ -263,7 +311,7 @@ def _load(
     agents = {row.id: _Agent(*row) for row in session.execute(agent_stmt)}
     events: dict[str, list[_Event]] = defaultdict(list)
     for row in session.execute(event_stmt):
-        events[row.case_id].append(_Event(*row))
+        events[row.case_id].append(_event(row))
     agent_event_stmt = select(
         AgentEvent.agent_id,
         AgentEvent.at,
@@ -382,9 +430,21 @@ def _holding(cases: dict[str, _Case], agents: dict[str, _Agent], pointed: dict[s
 
 # Per status: the fields that must be set (True) or empty (False).
 _FIELDS: dict[str, dict[str, bool]] = {
-    CaseStatus.QUEUED: {"agent_id": False, "reserved_at": False, "assigned_at": False, "open_order_line": True},
+    CaseStatus.QUEUED: {
+        "agent_id": False,
+        "reserved_at": False,
+        "assigned_at": False,
+        "open_order_line": True,
+        "offer_expires_at": False,
+    },
     CaseStatus.RESERVED: {"agent_id": True, "reserved_at": True, "assigned_at": False, "open_order_line": True},
-    CaseStatus.ASSIGNED: {"agent_id": True, "reserved_at": True, "assigned_at": True, "open_order_line": True},
+    CaseStatus.ASSIGNED: {
+        "agent_id": True,
+        "reserved_at": True,
+        "assigned_at": True,
+        "open_order_line": True,
+        "offer_expires_at": False,
+    },
     CaseStatus.RESOLVED: {"agent_id": True, "resolved_at": True, "cancelled_at": False, "open_order_line": False},
     CaseStatus.CANCELLED: {"cancelled_at": True, "resolved_at": False, "open_order_line": False},
 }
@@ -434,8 +494,10 @@ def _chain_problem(case: _Case, chain: list[_Event]) -> str | None:
             return f"{label} starts from {e.from_status} but the case was {status}"
         if previous is not None and e.at < previous.at:
             return f"{label} at {e.at.isoformat()} is earlier than the event before it"
-        if e.type == "reserved":
+        if e.type in RESERVE_EVENTS:
             holder = e.agent_id
+        elif e.type == "reopened":
+            holder = None  # the resolved case kept its agent's name; the reopened one waits for anyone
         elif e.agent_id != holder:
             return f"{label} names agent {e.agent_id} but the case was held by {holder}"
         elif e.type in RELEASE_EVENTS and e.type != "resolved":
@@ -475,9 +537,9 @@ def _reservations(
         for e in chain:
             if e.agent_id is None:
                 continue
-            if e.type == "reserved":
+            if e.type in RESERVE_EVENTS:
                 timeline[e.agent_id].append((e.at, 1, e))
-                why = _ineligible(agents.get(e.agent_id), agent_history.get(e.agent_id, []), case, e.at)
+                why = _ineligible(agents.get(e.agent_id), agent_history.get(e.agent_id, []), e.team or case.team, e.at)
                 if why:
                     found.append(
                         _v(
@@ -511,7 +573,7 @@ def _reservations(
     return found
 
 
-def _ineligible(agent: _Agent | None, history: list[_AgentState], case: _Case, at: datetime) -> str | None:
+def _ineligible(agent: _Agent | None, history: list[_AgentState], team: str, at: datetime) -> str | None:
     if agent is None:
         return "does not exist"
     if agent.deleted_at is not None and agent.deleted_at <= at:
@@ -523,30 +585,48 @@ def _ineligible(agent: _Agent | None, history: list[_AgentState], case: _Case, a
         return f"was removed (recorded at {state.at.isoformat()})"
     if state.status != AgentStatus.AVAILABLE:
         return f"was {state.status} (since {state.at.isoformat()})"
-    if state.team != case.team:
-        return f"was in team {state.team}, not {case.team} (since {state.at.isoformat()})"
+    if state.team != team:
+        return f"was in team {state.team}, not {team} (since {state.at.isoformat()})"
     return None
 
 
+def _rank(e: _Event, cases: dict[str, _Case]) -> tuple[int, datetime, str]:
+    """The case's serving rank right after event `e` (its snapshot), or its rank now for older rows."""
+    return e.rank if e.rank is not None else cases[e.case_id].rank
+
+
+def _team_timelines(cases: dict[str, _Case], events: dict[str, list[_Event]]) -> dict[str, list[_Event]]:
+    """Each team's events in time order: an event counts in the team the case was in right after it, and a
+    transfer also in the team it left (where the case stops waiting)."""
+    by_team: dict[str, list[_Event]] = defaultdict(list)
+    for case_id, chain in events.items():
+        case = cases.get(case_id)
+        if case is None:
+            continue
+        for e in chain:
+            by_team[e.team or case.team].append(e)
+            if e.from_team is not None and e.from_team != (e.team or case.team):
+                by_team[e.from_team].append(
+                    _Event(e.id, e.case_id, e.at, "transferred_out", e.from_status, None, e.agent_id)
+                )
+    for team_events in by_team.values():
+        team_events.sort(key=lambda e: (e.at, e.id))
+    return by_team
+
+
 def _handoff_order(cases: dict[str, _Case], events: dict[str, list[_Event]]) -> list[Violation]:
-    """Invariant 5 over history: whenever a case was reserved, no case of its team that ranks before it
-    (higher priority, or same priority and older `queued_at`) was still waiting at that instant.
+    """Invariant 5 over history: whenever a case was reserved (or offered), no case of its team that ranks
+    before it (higher priority, or same priority and older `queued_at`, as both stood then) was still waiting
+    at that instant, unless that case's last decline was by the very agent reserved (DESIGN section 13).
 
     Every transition into or out of `queued` happens under the team lock and stamps its time inside it,
     so within a team the events' times order them as the database did. Events sharing one instant were
     made by one dispatch round: all of them apply before the round's reservations are judged.
     """
     found = []
-    by_team: dict[str, list[_Event]] = defaultdict(list)
-    for case_id, chain in events.items():
-        case = cases.get(case_id)
-        if case is not None:
-            by_team[case.team].extend(chain)
-    for team_events in by_team.values():
-        team_events.sort(key=lambda e: (e.at, e.id))
-        waiting: dict[str, int] = {}  # case id -> version of its current wait
-        heap: list[tuple[tuple[int, datetime, str], int, str]] = []
-        version = 0
+    for team_events in _team_timelines(cases, events).values():
+        waiting: dict[str, tuple[int, datetime, str]] = {}  # case id -> its rank while it waits
+        declined: dict[str, str] = {}  # case id -> the agent who last declined it
         i = 0
         while i < len(team_events):
             at = team_events[i].at
@@ -555,27 +635,30 @@ def _handoff_order(cases: dict[str, _Case], events: dict[str, list[_Event]]) -> 
                 group.append(team_events[i])
                 i += 1
             for e in group:
-                version += 1
+                if e.type == "declined" and e.agent_id:
+                    declined[e.case_id] = e.agent_id
+                elif e.type in RESERVE_EVENTS or e.type in ("reopened", "transferred"):
+                    declined.pop(e.case_id, None)
                 if e.to_status == CaseStatus.QUEUED:
-                    waiting[e.case_id] = version
-                    heapq.heappush(heap, (cases[e.case_id].rank, version, e.case_id))
+                    waiting[e.case_id] = _rank(e, cases)
                 else:
                     waiting.pop(e.case_id, None)
-            while heap and waiting.get(heap[0][2]) != heap[0][1]:
-                heapq.heappop(heap)
-            if not heap:
+            if not waiting:
                 continue
-            first = cases[heap[0][2]]
             for e in group:
-                reserved = cases[e.case_id]
-                if e.type == "reserved" and first.rank < reserved.rank:
+                if e.type not in RESERVE_EVENTS:
+                    continue
+                rank = _rank(e, cases)
+                ahead = [r for case_id, r in waiting.items() if declined.get(case_id) != e.agent_id and r < rank]
+                if ahead:
+                    first = min(ahead)
                     found.append(
                         _v(
                             ViolationKind.OUT_OF_ORDER_HANDOFF,
-                            f"reserved at {at.isoformat()} while case {first.id} (priority rank "
-                            f"{first.priority_rank}, queued at {first.queued_at.isoformat()}) waited ahead of it "
-                            f"(priority rank {reserved.priority_rank}, queued at {reserved.queued_at.isoformat()})",
-                            reserved.id,
+                            f"reserved at {at.isoformat()} while case {first[2]} (priority rank {first[0]}, "
+                            f"queued at {first[1].isoformat()}) waited ahead of it (priority rank {rank[0]}, "
+                            f"queued at {rank[1].isoformat()})",
+                            e.case_id,
                             e.agent_id,
                         )
                     )
@@ -598,16 +681,26 @@ def _agent_order(
     """
     holds: dict[str, list[tuple[datetime, int, str]]] = defaultdict(list)  # agent -> (at, +1/-1, case)
     rounds: dict[tuple[str, datetime], list[_Event]] = defaultdict(list)
+    # Per reservation: the agent who had last declined that case (who could not have been given it).
+    excluded: dict[int, str] = {}
     for case_id, chain in events.items():
         case = cases.get(case_id)
         if case is None:
             continue
+        decliner: str | None = None
         for e in chain:
+            if e.type == "declined":
+                decliner = e.agent_id
+            elif e.type in ("reopened", "transferred"):
+                decliner = None
             if e.agent_id is None:
                 continue
-            if e.type == "reserved":
+            if e.type in RESERVE_EVENTS:
                 holds[e.agent_id].append((e.at, 1, case_id))
-                rounds[(case.team, e.at)].append(e)
+                rounds[(e.team or case.team, e.at)].append(e)
+                if decliner is not None:
+                    excluded[e.id] = decliner
+                decliner = None
             elif e.type in RELEASE_EVENTS:
                 holds[e.agent_id].append((e.at, -1, case_id))
     for moments in holds.values():
@@ -631,7 +724,10 @@ def _agent_order(
             if since is None:
                 continue  # recorded before agent_event kept `available_since`: cannot be judged
             candidates.append((since, agent_id))
-        left_out = sorted(c for c in candidates if c[1] not in chosen)
+        # An agent left out only of cases they had declined was not passed over.
+        left_out = sorted(
+            c for c in candidates if c[1] not in chosen and any(excluded.get(e.id) != c[1] for e in reserved)
+        )
         if not left_out:
             continue
         first_left = left_out[0]
@@ -697,23 +793,29 @@ def _idle(
     grace: timedelta,
 ) -> list[Violation]:
     """Invariant 4: no eligible agent idle while a case of their team waits, for longer than `grace`."""
-    idle: dict[str, tuple[datetime, str]] = {}
+    idle: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
     for a in agents.values():
         if a.deleted_at is None and a.status == AgentStatus.AVAILABLE and a.current_case_id is None:
-            since = _eligible_since(a, agent_history.get(a.id, []))
-            idle[a.team] = min(idle.get(a.team, (since, a.id)), (since, a.id))
-    waiting: dict[str, tuple[datetime, str]] = {}
+            idle[a.team].append((_eligible_since(a, agent_history.get(a.id, [])), a.id))
+    waiting: dict[str, list[tuple[datetime, str, str | None]]] = defaultdict(list)
     for c in cases.values():
         if c.status == CaseStatus.QUEUED:
             chain = events.get(c.id)
             since = chain[-1].at if chain and chain[-1].to_status == CaseStatus.QUEUED else c.queued_at
-            waiting[c.team] = min(waiting.get(c.team, (since, c.id)), (since, c.id))
+            waiting[c.team].append((since, c.id, c.declined_by))
     found = []
-    for team, (case_since, case_id) in sorted(waiting.items()):
-        if team not in idle:
+    for team, team_waiting in sorted(waiting.items()):
+        # The longest overlap of a waiting case and an idle agent who may take it (not its last decliner).
+        pairs = [
+            (max(case_since, agent_since), case_since, case_id, agent_since, agent_id)
+            for case_since, case_id, decliner in team_waiting
+            for agent_since, agent_id in idle.get(team, [])
+            if agent_id != decliner
+        ]
+        if not pairs:
             continue
-        agent_since, agent_id = idle[team]
-        overlap = now - max(case_since, agent_since)
+        start, case_since, case_id, agent_since, agent_id = min(pairs)
+        overlap = now - start
         if overlap > grace:
             found.append(
                 _v(

@@ -310,6 +310,25 @@ async def _tracking_page(world: World, fresh: bool) -> Request:
     return f"/track/{world.case['tracking_token']}", {}
 
 
+async def _patch_team(world: World, fresh: bool) -> Request:
+    return f"{API}/teams/{world.spare}", {"json": {"wait_sla_seconds": 3600}}
+
+
+async def _transfer(world: World, fresh: bool) -> Request:
+    # The held case: allowed calls come after its resolve, so the rule answers 409 (tests/test_routing.py transfers).
+    return f"{API}/cases/{world.case['id']}/transfer", {"json": {"team": world.spare, "note": "matrix"}}
+
+
+async def _reopen(world: World, fresh: bool) -> Request:
+    # Allowed: a fresh case is not resolved, so the rule then answers 409 (tests/test_routing.py reopens for real).
+    target = (await _fresh_case(world))["id"] if fresh else world.case["id"]
+    return f"{API}/cases/{target}/reopen", {"json": {"reason": "matrix"}}
+
+
+async def _track_reopen(world: World, fresh: bool) -> Request:
+    return f"{API}/track/{(await _fresh_case(world))['tracking_token']}/reopen", {"json": {}}
+
+
 async def _sign_in(world: World, fresh: bool) -> Request:
     return f"{API}/auth/token", {"data": {"username": world.agent["email"], "password": TEST_PASSWORD}}
 
@@ -327,6 +346,7 @@ ROUTES = [
     ),  # fmt: skip
     Route("POST", "/api/v1/teams", expect(401, 401, 403, 403, 403, 403, 201), request=_team),
     Route("GET", "/api/v1/teams", ADMIN_ONLY, request=fixed(f"{API}/teams")),
+    Route("PATCH", "/api/v1/teams/{name}", ADMIN_ONLY, request=_patch_team),
     Route("GET", "/api/v1/queue", expect(401, 401, 200, 200, 403, 403, 200), request=fixed(f"{API}/queue")),
     Route("POST", "/api/v1/agents", expect(401, 401, 403, 403, 403, 403, 201), request=_new_agent),
     Route("GET", "/api/v1/agents", ADMIN_ONLY, request=fixed(f"{API}/agents")),
@@ -361,6 +381,22 @@ ROUTES = [
         request=fixed(f"{API}/cases/{{case}}/resolve", json={"resolution": "matrix"}),
     ),  # fmt: skip
     Route("POST", "/api/v1/cases/{case_id}/cancel", expect(401, 401, 403, 403, 403, 200, 200), "cases:cancel", _cancel),
+    # The offered agent only; the matrix's case is assigned, not offered: allowed for its agent, then a 409.
+    Route(
+        "POST",
+        "/api/v1/cases/{case_id}/accept",
+        expect(401, 401, 409, 404, 403, 403, 403),
+        request=fixed(f"{API}/cases/{{case}}/accept"),
+    ),  # fmt: skip
+    Route(
+        "POST",
+        "/api/v1/cases/{case_id}/decline",
+        expect(401, 401, 409, 404, 403, 403, 403),
+        request=fixed(f"{API}/cases/{{case}}/decline"),
+    ),  # fmt: skip
+    # The assignee or an admin; after the resolve above, a transfer of the resolved case is a 409.
+    Route("POST", "/api/v1/cases/{case_id}/transfer", expect(401, 401, 409, 404, 403, 403, 409), request=_transfer),
+    Route("POST", "/api/v1/cases/{case_id}/reopen", expect(401, 401, 403, 403, 403, 403, 409), request=_reopen),
     Route("POST", "/api/v1/api-keys", expect(401, 401, 403, 403, 403, 403, 201), request=_new_key),
     Route("GET", "/api/v1/api-keys", ADMIN_ONLY, request=fixed(f"{API}/api-keys")),
     Route("DELETE", "/api/v1/api-keys/{key_id}", expect(401, 401, 403, 403, 403, 403, 204), request=_revoke_key),
@@ -400,6 +436,8 @@ ROUTES = [
         request=fixed(f"{API}/webhooks/{{webhook}}/replay", params={"since": 0}),
     ),  # fmt: skip
     Route("POST", "/api/v1/track/{token}/cancel", EVERYONE, request=_track_cancel),
+    # Allowed for the token's holder; the fresh case is not resolved, so the rule answers 409.
+    Route("POST", "/api/v1/track/{token}/reopen", expect(*(409,) * 7), request=_track_reopen),
     Route(
         "POST",
         "/api/v1/return-links",

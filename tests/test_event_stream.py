@@ -234,7 +234,9 @@ async def test_a_removed_agents_stream_ends(stack: Stack, base_url: str) -> None
     async with asyncio.timeout(10):
         while not mine.ended:
             await asyncio.sleep(0.02)
-    assert [g.type for g in mine.got] == ["agent.removed"]
+    # Their `agent.created` came before the stream opened, or just as it did, before this process's reader saw it
+    # (on a loaded machine the reader can lag the sign-in): then the stream carries it too.
+    assert [g.type for g in mine.got if g.type != "agent.created"] == ["agent.removed"]
 
 
 @pytest.mark.parametrize(

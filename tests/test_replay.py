@@ -23,6 +23,13 @@ PATHS = {
     "resolved-after-worker-crash",
     "resolve-waits-out-a-database-outage",
     "reconciler",
+    # Routing (DESIGN section 13).
+    "offer-accepted",
+    "offer-declined-then-missed",
+    "escalated-then-overdue",
+    "timers-changed-while-waiting",
+    "transferred",
+    "reopened",
 }
 
 

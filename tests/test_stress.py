@@ -63,9 +63,14 @@ class Size:
     filers: int  # customers filing at the same time
     removals: int  # agents removed while holding a case
     drain_timeout: float  # seconds to let the agents finish once filing is over
+    # Routing on (DESIGN section 13): offers the agents accept, decline or miss, and short wait and resolve SLAs.
+    offers: bool = False
 
 
 CI = Size(cases=120, agents=8, filers=5, removals=3, drain_timeout=240)
+CI_OFFERS = Size(cases=80, agents=6, filers=4, removals=2, drain_timeout=240, offers=True)
+# Seconds: an offer not answered within this is missed (its agent set away); the SLAs escalate and mark overdue.
+ROUTING_TIMERS = {"offer_timeout_seconds": 3, "wait_sla_seconds": 4, "resolve_sla_seconds": 2}
 FULL = Size(cases=500, agents=20, filers=8, removals=8, drain_timeout=900)
 
 
@@ -127,6 +132,9 @@ class Figures:
     max_waiting: int = 0
     checks: int = 0
     violations: list[Violation] = field(default_factory=list)
+    offers_accepted: int = 0
+    offers_declined: int = 0
+    offers_ignored: int = 0
 
 
 class Desk:
@@ -477,6 +485,48 @@ class Desk:
             json={"resolution": "ok"},
         )  # fmt: skip
 
+    # --- offers -------------------------------------------------------------------------------
+
+    async def answer_offers(self) -> None:
+        """Offered agents mostly accept, sometimes decline, and now and then are not there (the offer is missed,
+        they are set away, and come back a little later)."""
+        answered: set[tuple[str, str, str]] = set()
+        tasks: set[asyncio.Task[None]] = set()
+        while not self.stop.is_set():
+            for team in self.teams:
+                for case in await self.list_cases(team, "reserved"):
+                    key = (case["id"], case["agent_id"], case["reserved_at"])
+                    if case["offer_expires_at"] and key not in answered:
+                        answered.add(key)
+                        task = asyncio.create_task(self.answer(case["id"], case["agent_id"]))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+            await asyncio.sleep(0.3)
+        await asyncio.gather(*tasks)
+
+    async def answer(self, case_id: str, agent_id: str) -> None:
+        await asyncio.sleep(self.rng.uniform(0.0, 1.0))
+        roll = self.rng.random()
+        if roll < 0.1:
+            self.figures.offers_ignored += 1
+            await asyncio.sleep(ROUTING_TIMERS["offer_timeout_seconds"] + self.rng.uniform(1.0, 3.0))
+            r, _ = await self.call("PATCH", f"/agents/{agent_id}", label="PATCH /agents", json={"status": "available"})
+            if r.status_code not in (200, 404):
+                self.note(f"back after a missed offer {agent_id}: {r.status_code} {r.text}")
+            return
+        verb = "decline" if roll < 0.25 else "accept"
+        r, _ = await self.call(
+            "POST", f"/cases/{case_id}/{verb}", label=f"POST /{verb}", as_=await self.token_of(agent_id)
+        )
+        if r.status_code == 200:
+            if verb == "accept":
+                self.figures.offers_accepted += 1
+            else:
+                self.figures.offers_declined += 1
+        # 409: the offer ended meanwhile (cancelled, missed); 401/403/404: the agent was removed or moved.
+        elif r.status_code not in (401, 403, 404, 409):
+            self.note(f"{verb} {case_id} by {agent_id}: {r.status_code} {r.text}")
+
     # --- the checker --------------------------------------------------------------------------
 
     async def keep_checking(self) -> None:
@@ -514,6 +564,9 @@ async def run_stress(topology: Topology, size: Size, seed: int) -> Figures:
         for team in teams:
             r, _ = await desk.call("POST", "/teams", label="POST /teams", json={"name": team})
             assert r.status_code == 201, r.text
+            if size.offers:
+                r, _ = await desk.call("PATCH", f"/teams/{team}", label="PATCH /teams", json=ROUTING_TIMERS)
+                assert r.status_code == 200, r.text
         for i in range(size.agents):
             await desk.add_agent(teams[0] if i % 3 else teams[1])
 
@@ -522,6 +575,8 @@ async def run_stress(topology: Topology, size: Size, seed: int) -> Figures:
             asyncio.create_task(desk.keep_checking()),
             asyncio.create_task(desk.cancel_some()),
         ]
+        if size.offers:
+            background.append(asyncio.create_task(desk.answer_offers()))
         chaos = asyncio.gather(desk.flap_presence(), desk.move_between_teams())
         background.append(chaos)
         await bounded(asyncio.gather(desk.file_cases(), desk.remove_holders()), size.drain_timeout, "filing")
@@ -582,6 +637,10 @@ async def run_stress(topology: Topology, size: Size, seed: int) -> Figures:
         assert report["requeued_events"] > 0 and figures.removed_holding == size.removals
         assert figures.wrong_agent_refused > 0 and figures.idempotent_bursts > 0 and figures.away_flips > 0
         assert figures.checks >= 2
+        if size.offers:
+            routing = report["routing_events"]
+            assert routing["offered"] > 0 and routing["declined"] > 0 and routing["escalated"] > 0, routing
+            assert figures.offers_accepted > 0, report["offers_answered"]
         return figures
     finally:
         for task in background:
@@ -621,7 +680,7 @@ def _report(
         per_case.setdefault(case_id, Counter())[type_] += 1
         if type_ in ("resolved", "cancelled") and agent_id:
             last_release[agent_id] = at
-        elif type_ == "reserved":
+        elif type_ in ("reserved", "offered"):
             waits.append(float(data.get("waited_seconds", 0)))
             # Handed the next waiting case in the very transaction that freed them.
             released = last_release.pop(agent_id, None)
@@ -640,6 +699,15 @@ def _report(
         "handoffs_on_release": on_release,
         "max_wait_seconds": max(waits, default=0),
         "requeued_events": sum(c["requeued"] for c in per_case.values()),
+        "routing_events": {
+            t: sum(c[t] for c in per_case.values())
+            for t in ("offered", "declined", "offer_missed", "escalated", "overdue")
+        },
+        "offers_answered": {
+            "accepted": figures.offers_accepted,
+            "declined": figures.offers_declined,
+            "ignored": figures.offers_ignored,
+        },
         "cases_with_one_filed_and_one_terminal_event": one_and_one,
         "checks_during_run": figures.checks,
         "violations_during_run": len(figures.violations),
@@ -689,6 +757,13 @@ def assert_clean_exit(topology: Topology) -> None:
 async def test_stress_ci(topology: Topology) -> None:
     """The CI size: same topology and traffic mix, fewer cases and agents."""
     await run_stress(topology, CI, seed=1)
+    assert_clean_exit(topology)
+
+
+async def test_stress_ci_with_offers(topology: Topology) -> None:
+    """The CI stress with routing on: every case an offer that agents accept, decline or miss, with wait and resolve
+    SLAs running; the invariant checker finds nothing, during the run and after."""
+    await run_stress(topology, CI_OFFERS, seed=3)
     assert_clean_exit(topology)
 
 

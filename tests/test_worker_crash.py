@@ -85,3 +85,46 @@ async def test_worker_killed_mid_flight_loses_no_case(
                 first.kill()
                 second.terminate()
     assert "Traceback" not in second.log_text(), second.log_text()[-3000:]
+
+
+async def test_worker_killed_while_a_timer_runs_the_timer_still_fires_once(
+    stack: Stack, worker_process_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A team's wait SLA (a durable timer in the case workflow) runs out while no worker is alive: the next worker
+    escalates the case, once."""
+    settings = api_settings(worker_process_env)
+    app = create_app(settings)
+    first = worker_process("worker-1", worker_process_env, tmp_path)
+    second = worker_process("worker-2", worker_process_env, tmp_path)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=60) as api:
+            await authorize_as_admin(api, app.state.session_factory)
+            try:
+                first.start()
+                team = await new_team(api)
+                assert (await api.patch(f"{API}/teams/{team}", json={"wait_sla_seconds": 3})).status_code == 200
+                case = (await api.post(f"{API}/cases", json=case_body(team))).json()
+                assert case["status"] == "queued", case
+                assert first.process is not None
+                os.kill(first.process.pid, signal.SIGKILL)  # the timer is running in the workflow
+                first.process.wait()
+                await asyncio.sleep(4.0)  # its deadline passes with no worker alive
+                assert (await api.get(f"{API}/cases/{case['id']}")).json()["escalated_at"] is None
+                second.start()
+                escalated = await eventually(
+                    lambda: api.get(f"{API}/cases/{case['id']}"),
+                    lambda r: r.json()["escalated_at"] is not None,
+                    timeout=60,
+                )
+                assert escalated.json()["priority"] == "high"
+                await asyncio.sleep(2.0)  # room for a second firing, which must not come
+                types = [e["type"] for e in (await api.get(f"{API}/cases/{case['id']}/history")).json()["events"]]
+                assert types == ["filed", "escalated"], types
+                history = await stack.client.get_workflow_handle(case["workflow_id"]).fetch_history()
+                fired = [e for e in history.events if e.HasField("timer_fired_event_attributes")]
+                started = [e for e in history.events if e.HasField("timer_started_event_attributes")]
+                assert len(fired) == 1 and len(started) == 1
+            finally:
+                first.kill()
+                second.terminate()
+    assert "Traceback" not in second.log_text(), second.log_text()[-3000:]

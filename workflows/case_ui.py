@@ -4,6 +4,7 @@ Pure functions of the case as the database returned it (no clock, no I/O), so th
 """
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio.common import SearchAttributeUpdate
 
@@ -12,7 +13,7 @@ from core.models import CaseStatus
 from workflows.messages import CaseRecord
 
 
-def search_attribute_updates(case: CaseRecord) -> list[SearchAttributeUpdate[str]]:
+def search_attribute_updates(case: CaseRecord) -> list[SearchAttributeUpdate[Any]]:
     """Every search attribute of the case, current (AgentId is unset while nobody holds it)."""
     return [
         sa.CASE_STATUS.value_set(case.status.value),
@@ -21,6 +22,8 @@ def search_attribute_updates(case: CaseRecord) -> list[SearchAttributeUpdate[str
         sa.CASE_PRIORITY.value_set(case.priority.value),
         sa.CUSTOMER_EMAIL.value_set(case.customer_email),
         sa.ORDER_ID.value_set(case.order_id),
+        sa.CASE_ESCALATED.value_set(case.escalated_at is not None),
+        sa.CASE_OVERDUE.value_set(case.overdue_at is not None and case.status == CaseStatus.ASSIGNED),
     ]
 
 
@@ -72,5 +75,11 @@ def current_details(case: CaseRecord) -> str:
         lines = [f"**{case.status.value}** ({agent})", f"in line since {_at(case.queued_at)}"]
         if case.cancel_reason:
             lines.append(f"reason: {case.cancel_reason}")
+    if case.offer_expires_at is not None and case.status == CaseStatus.RESERVED:
+        lines.append(f"offer expires {_at(case.offer_expires_at)}")
+    if case.escalated_at is not None:
+        lines.append(f"escalated {_at(case.escalated_at)} (waited past the wait SLA)")
+    if case.overdue_at is not None:
+        lines.append(f"overdue since {_at(case.overdue_at)} (past the resolve SLA)")
     lines.append(f"team `{case.team}`, priority {case.priority.value}")
     return "\n\n".join(line for line in lines if line)

@@ -22,6 +22,8 @@ with workflow.unsafe.imports_passed_through():
 # The case workflow's signal names (ReturnCaseWorkflow declares its handlers with these).
 AGENT_RESERVED = "agent_reserved"
 CASE_REQUEUED = "case_requeued"
+TEAM_TIMERS = "team_timers"
+CASE_MOVED = "case_moved"
 
 log = logging.getLogger("returns.delivery")
 

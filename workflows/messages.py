@@ -35,8 +35,17 @@ class CaseDraft(Message):
     team: str = "returns"
 
 
+class TeamTimers(Message):
+    """A team's routing timers in seconds (None: off); sent as signal `team_timers` when an admin changes them."""
+
+    wait_sla_seconds: int | None = None
+    resolve_sla_seconds: int | None = None
+    offer_timeout_seconds: int | None = None
+
+
 class CaseRecord(Message):
-    """The case as the database returned it to a workflow step."""
+    """The case as the database returned it to a workflow step (the routing fields are absent from histories
+    recorded before them, hence their defaults)."""
 
     id: str
     workflow_id: str
@@ -58,6 +67,12 @@ class CaseRecord(Message):
     cancelled_at: datetime | None
     resolution: str | None
     cancel_reason: str | None
+    escalated_at: datetime | None = None
+    overdue_at: datetime | None = None
+    offer_expires_at: datetime | None = None
+    reopened_at: datetime | None = None
+    # The case's team's timers when the record was read.
+    timers: TeamTimers | None = None
 
 
 class Reservation(Message):
@@ -78,14 +93,24 @@ class Requeue(Message):
 # --- ReturnCaseWorkflow: input, updates, signals -----------------------------------------------
 
 
+class ReopenRequest(Message):
+    """Why and by whom a resolved case is reopened (a new run of its workflow starts with it)."""
+
+    reason: str | None = None
+    actor: str
+    window_days: float
+
+
 class ReturnCaseInput(Message):
     """Input of `ReturnCaseWorkflow.run`. (Histories recorded before 0003 also carry `filed_at`, ignored:
-    the database's clock now stamps `queued_at`.)"""
+    the database's clock now stamps `queued_at`.) With `reopen`, the run reopens the resolved case instead of
+    filing it."""
 
     case_id: str
     case: CaseDraft
     actor: str
     idempotency_key: str | None = None
+    reopen: ReopenRequest | None = None
 
 
 class FileCaseInput(Message):
@@ -128,6 +153,12 @@ class CancelCaseInput(Message):
     actor: str = "system"
 
 
+class OfferReplyInput(Message):
+    """Update `accept` or `decline`: the offered agent answers the offer."""
+
+    agent_id: str
+
+
 # --- case activities ---------------------------------------------------------------------------
 
 
@@ -147,6 +178,22 @@ class ConfirmAssignmentInput(Message):
     case_id: str
     # None only reads the case back (after a refused transition).
     agent_id: str | None
+    # True: the agent accepted an offer (an offer is never confirmed otherwise).
+    accept_offer: bool = False
+
+
+class ReopenInput(Message):
+    case_id: str
+    request: ReopenRequest
+
+
+class RoutingStepInput(Message):
+    """A routing timer fired (`escalate`, `overdue`, `offer_missed`) or an agent declined an offer (`decline`)."""
+
+    case_id: str
+    step: str
+    # The offered agent, for `decline` and `offer_missed`.
+    agent_id: str | None = None
 
 
 class ResolveInput(Message):

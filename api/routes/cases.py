@@ -31,17 +31,32 @@ from api.security import Allow, CurrentPrincipal, Principal, RuledRoute, forbidd
 from core import cases as case_service
 from core import search_attributes as sa
 from core.config import Settings
-from core.errors import CaseNotFound, DomainError, Forbidden, IdempotencyKeyReused
+from core.errors import CannotReopen, CaseNotFound, DomainError, Forbidden, IdempotencyKeyReused, NotAnOffer
 from core.ids import case_id_for_idempotency_key, new_id, workflow_id_for_case
-from core.models import CaseStatus, ReturnCase
-from core.rules import cancel_refusal, resolve_refusal
-from core.schemas import CaseCancel, CaseCreate, CaseEventPublic, CaseHistory, CasePublic, CaseResolve, Page
+from core.models import TERMINAL_STATUSES, CaseStatus, ReturnCase, Team
+from core.rules import cancel_refusal, resolve_refusal, routing_timer
+from core.schemas import (
+    CaseCancel,
+    CaseCreate,
+    CaseEventPublic,
+    CaseHistory,
+    CasePublic,
+    CaseReopen,
+    CaseResolve,
+    CaseTimer,
+    CaseTransfer,
+    Page,
+)
 from core.security import tracking_token
+from workflows.delivery import CASE_MOVED, Delivery, deliveries, signal_from_client
 from workflows.messages import (
     CancelCaseInput,
     CaseDraft,
     CaseRecord,
+    CaseRequeuedInput,
     FileCaseInput,
+    OfferReplyInput,
+    ReopenRequest,
     ResolveCaseInput,
     ReturnCaseInput,
 )
@@ -68,6 +83,8 @@ T = TypeVar("T")
 # a signal lands while the workflow completes) with FAILED_PRECONDITION "WorkflowNotReady"; the next
 # workflow task takes a new update. Ours are all idempotent, so they are sent again before any 503.
 ABORTED_UPDATE_RETRY_DELAYS = (0.1, 0.3, 1.0)
+# A reopen that reaches the previous run, still ending, tries again this many times (0.2 s, 0.4 s, ... apart).
+REOPEN_ATTEMPTS = 5
 
 
 async def _send_update[T](send: Callable[[], Awaitable[T]]) -> T:
@@ -111,11 +128,11 @@ def _filed(case: CasePublic, settings: Settings) -> CaseFiled:
     )
 
 
-def _summary(data: CaseCreate) -> str:
+def _summary(data: CaseCreate | CasePublic) -> str:
     return f"{data.customer_name}: order {data.order_id}, {data.product_name} ({data.product_sku})"[:200]
 
 
-def _details(data: CaseCreate) -> str:
+def _details(data: CaseCreate | CasePublic) -> str:
     return (
         f"**Customer** {data.customer_name}\n\n**Order** {data.order_id}\n\n"
         f"**Product** {data.product_name} (`{data.product_sku}`)\n\n**Reason** {data.reason}\n\n"
@@ -276,19 +293,26 @@ async def read_case(case_id: str, db: DatabaseDep, principal: CurrentPrincipal) 
 async def read_case_history(
     case_id: str, db: DatabaseDep, settings: SettingsDep, principal: CurrentPrincipal
 ) -> CaseHistory:
-    """Every transition of the case, oldest first, with who did it and a link to its workflow in the Temporal UI."""
+    """Every transition of the case, oldest first, with who did it and a link to its workflow in the Temporal UI; and
+    the routing timer it runs now, if any (a fired timer's outcome is an event)."""
 
-    def read(session: Session) -> list[CaseEventPublic]:
-        _read_visible_case(session, case_id, principal)
-        return [CaseEventPublic.model_validate(e) for e in case_service.case_history(session=session, case_id=case_id)]
+    def read(session: Session) -> tuple[list[CaseEventPublic], CaseTimer | None]:
+        case = _read_visible_case(session, case_id, principal)
+        events = [
+            CaseEventPublic.model_validate(e) for e in case_service.case_history(session=session, case_id=case_id)
+        ]
+        team = session.get(Team, case.team)
+        timer = routing_timer(case, team)
+        return events, CaseTimer(step=timer.step, due_at=timer.due_at, summary=timer.summary) if timer else None
 
-    events = await db.read(read)
+    events, timer = await db.read(read)
     workflow_id = workflow_id_for_case(case_id)
     return CaseHistory(
         case_id=case_id,
         workflow_id=workflow_id,
         temporal_ui_url=f"{settings.TEMPORAL_UI_URL}/namespaces/{settings.TEMPORAL_NAMESPACE}/workflows/{workflow_id}",
         events=events,
+        running_timer=timer,
     )
 
 
@@ -365,6 +389,185 @@ async def cancel_through_workflow(
         ),
         refusal=cancel_refusal,
     )
+
+
+@router.post(
+    "/{case_id}/accept",
+    response_model=CasePublic,
+    dependencies=[Allow(agent=True, refusal="only the agent the case is offered to can accept it")],
+    responses=error_responses(400, 404, 409, 422, 503),
+)
+async def accept_offer(
+    case_id: str, db: DatabaseDep, client: TemporalClientDep, settings: SettingsDep, principal: CurrentPrincipal
+) -> CasePublic:
+    """Accept the case offered to you (its team has `offer_timeout_seconds`): it becomes assigned to you (409 once
+    the offer has expired, been declined or been taken back)."""
+    agent_id = await _offered_agent(db, case_id, principal)
+    return await _update_case(
+        case_id,
+        db,
+        client,
+        settings,
+        send=lambda handle: handle.execute_update(
+            ReturnCaseWorkflow.accept, OfferReplyInput(agent_id=agent_id), rpc_timeout=_rpc_timeout(settings)
+        ),
+        refusal=lambda case: (
+            None
+            if case.status == CaseStatus.ASSIGNED and case.agent_id == agent_id
+            else NotAnOffer(f"case {case_id} is {case.status.value}, not offered to you")
+        ),
+    )
+
+
+@router.post(
+    "/{case_id}/decline",
+    response_model=CasePublic,
+    dependencies=[Allow(agent=True, refusal="only the agent the case is offered to can decline it")],
+    responses=error_responses(400, 404, 409, 422, 503),
+)
+async def decline_offer(
+    case_id: str, db: DatabaseDep, client: TemporalClientDep, settings: SettingsDep, principal: CurrentPrincipal
+) -> CasePublic:
+    """Decline the case offered to you: it goes to the next agent in line (not back to you while another agent is
+    free) and you go to the back of the idle order."""
+    agent_id = await _offered_agent(db, case_id, principal)
+    return await _update_case(
+        case_id,
+        db,
+        client,
+        settings,
+        send=lambda handle: handle.execute_update(
+            ReturnCaseWorkflow.decline, OfferReplyInput(agent_id=agent_id), rpc_timeout=_rpc_timeout(settings)
+        ),
+        refusal=lambda case: NotAnOffer(f"case {case_id} is {case.status.value}, not offered to you"),
+    )
+
+
+async def _offered_agent(db: Database, case_id: str, principal: Principal) -> str:
+    """The signed-in agent, who must hold the case (403 otherwise; another team's case is a 404)."""
+    agent_id = str(principal.agent_id)
+    case = await db.read(lambda s: _read_visible_case(s, case_id, principal))
+    if case.agent_id != agent_id:
+        raise Forbidden(f"case {case_id} is not offered to you")
+    return agent_id
+
+
+@router.post(
+    "/{case_id}/transfer",
+    response_model=CasePublic,
+    dependencies=[Allow(admin=True, agent=True, refusal="only the case's assignee or an admin can transfer it")],
+    responses=error_responses(400, 404, 409, 422, 503),
+)
+async def transfer_case(
+    case_id: str, body: CaseTransfer, db: DatabaseDep, client: TemporalClientDep, principal: CurrentPrincipal
+) -> CasePublic:
+    """Move the case to another team's queue (`{team, note}`), keeping its place (original `queued_at`); its agent
+    is freed and takes their next case at once. The assignee or an admin."""
+    by_agent: str | None = None
+    if principal.role == "agent":
+        held = await db.read(lambda s: _read_visible_case(s, case_id, principal))
+        if held.agent_id != principal.agent_id:
+            raise Forbidden(f"case {case_id} is not yours: only its assignee or an admin can transfer it")
+        by_agent = principal.agent_id
+
+    def write(session: Session) -> tuple[CasePublic, list[Delivery]]:
+        moved = case_service.transfer_case(
+            session=session, case_id=case_id, team=body.team, note=body.note, actor=principal.actor, by_agent=by_agent
+        )
+        return case_service.to_public(moved.case), deliveries(moved.reservations)
+
+    case, signals = await db.write(write)
+    # The case's workflow reads its case back (new team, queue, timers); then every reservation dispatch made.
+    moved_signal = Delivery(case_id, "", CASE_MOVED, CaseRequeuedInput(agent_id="", actor=principal.actor))
+    await signal_from_client(client, [moved_signal, *signals])
+    return case
+
+
+@router.post(
+    "/{case_id}/reopen",
+    response_model=CasePublic,
+    dependencies=[Allow(admin=True)],
+    responses=error_responses(400, 404, 409, 422, 503),
+)
+async def reopen_case(
+    case_id: str,
+    db: DatabaseDep,
+    client: TemporalClientDep,
+    settings: SettingsDep,
+    principal: CurrentPrincipal,
+    body: CaseReopen | None = None,
+) -> CasePublic:
+    """Reopen a resolved case within `REOPEN_WINDOW_DAYS`: queued again as `high`, same id and history, a new run of
+    its workflow (409 outside the window, or when the order line has another open case)."""
+    return await reopen_through_workflow(
+        case_id, body.reason if body else None, principal.actor, db=db, client=client, settings=settings
+    )
+
+
+async def reopen_through_workflow(
+    case_id: str, reason: str | None, actor: str, *, db: Database, client: Client, settings: Settings
+) -> CasePublic:
+    """Reopen a resolved case: check the rules, then start a new run of its workflow (same id) that queues it."""
+
+    def check(session: Session) -> CasePublic:
+        case = case_service.get_case(session=session, case_id=case_id)
+        if case.status in TERMINAL_STATUSES:
+            case_service.reopen_check(session=session, case=case, window_days=settings.REOPEN_WINDOW_DAYS)
+        return case_service.to_public(case)
+
+    case = await db.read(check)
+    if case.status not in TERMINAL_STATUSES:
+        if case.reopened_at is None:
+            raise CannotReopen(f"case {case_id} is {case.status.value}; only a resolved case can be reopened")
+        return case  # a repeat of a reopen that already ran
+    draft = CaseDraft.model_validate(case.model_dump())
+
+    def start() -> WithStartWorkflowOperation[ReturnCaseWorkflow, CaseRecord | None]:
+        """The start of the new run, sent with the update (a fresh one per attempt: the SDK never reuses one)."""
+        return WithStartWorkflowOperation(
+            ReturnCaseWorkflow.run,
+            ReturnCaseInput(
+                case_id=case_id,
+                case=draft,
+                actor=actor,
+                reopen=ReopenRequest(reason=reason, actor=actor, window_days=settings.REOPEN_WINDOW_DAYS),
+            ),
+            id=workflow_id_for_case(case_id),
+            task_queue=settings.TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.CASE_STATUS, CaseStatus.QUEUED.value),
+                    SearchAttributePair(sa.TEAM, case.team),
+                    SearchAttributePair(sa.CASE_PRIORITY, "high"),
+                    SearchAttributePair(sa.CUSTOMER_EMAIL, case.customer_email),
+                    SearchAttributePair(sa.ORDER_ID, case.order_id),
+                ]
+            ),
+            static_summary=_summary(case),
+            static_details=_details(case),
+        )
+
+    for attempt in range(REOPEN_ATTEMPTS):
+        try:
+            result = await client.execute_update_with_start_workflow(
+                ReturnCaseWorkflow.file,
+                FileCaseInput(case=draft),
+                start_workflow_operation=start(),
+                id=f"reopen-{uuid.uuid4()}",
+                rpc_timeout=_rpc_timeout(settings),
+            )
+        except WorkflowUpdateFailedError as err:
+            raise domain_error_from_update(err) from None
+        except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
+            raise temporal_outage(err, settings.TEMPORAL_RPC_TIMEOUT_SECONDS, case_id) from err
+        if result.case.status not in TERMINAL_STATUSES:
+            return _public(result.case)
+        # The run that resolved the case had not finished yet (it ends right after its last update): the update
+        # reached it, not a new run. Give it a moment to end, then start the new run.
+        await asyncio.sleep(0.2 * (attempt + 1))
+    raise CannotReopen(f"case {case_id} is still closing its previous run; reopen it again in a moment")
 
 
 async def _update_case(

@@ -5,8 +5,8 @@ from sqlalchemy.orm import Session
 
 from api.deps import DatabaseDep, SettingsDep, TemporalClientDep
 from api.errors import error_responses
-from api.routes.cases import cancel_through_workflow
-from api.schemas import TrackCancel, TrackedCase
+from api.routes.cases import cancel_through_workflow, reopen_through_workflow
+from api.schemas import TrackCancel, TrackedCase, TrackReopen
 from api.security import RuledRoute, TrackedCaseId
 from core import cases as case_service
 from core.errors import CaseNotFound
@@ -57,6 +57,22 @@ async def cancel_tracked_case(
     """Withdraw your return while it is not resolved (a 409 once it is)."""
     await db.read(lambda s: _tracked(s, case_id))  # the same 404 for a case that is gone
     await cancel_through_workflow(
+        case_id, body.reason if body else None, CUSTOMER, db=db, client=client, settings=settings
+    )
+    return await db.read(lambda s: _tracked(s, case_id))
+
+
+@router.post("/{token}/reopen", response_model=TrackedCase, responses=error_responses(400, 404, 409, 422, 503))
+async def reopen_tracked_case(
+    case_id: TrackedCaseId,
+    db: DatabaseDep,
+    client: TemporalClientDep,
+    settings: SettingsDep,
+    body: TrackReopen | None = None,
+) -> TrackedCase:
+    """Reopen your resolved return (the refund never came, say) within the reopen window; a 409 after it."""
+    await db.read(lambda s: _tracked(s, case_id))  # the same 404 for a case that is gone
+    await reopen_through_workflow(
         case_id, body.reason if body else None, CUSTOMER, db=db, client=client, settings=settings
     )
     return await db.read(lambda s: _tracked(s, case_id))

@@ -11,6 +11,7 @@ commands it issues, and keep the old files that running workflows still need (do
 import asyncio
 import os
 import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -28,7 +29,7 @@ from core.db import make_engine, make_session_factory
 from core.ids import new_id
 from core.models import Agent, AgentStatus, utcnow
 from core.temporal import reconciler_id
-from tests.helpers import API, add_agent, file_case, new_team, resolve
+from tests.helpers import API, add_agent, agent_token, bearer, file_case, new_team, resolve
 from tests.support import (
     ServiceProcess,
     TemporalDevServer,
@@ -155,6 +156,93 @@ class Recorder:
         await asyncio.sleep(2)  # a few more quiet passes
         self.recorded["reconciler"] = reconciler_id(self.settings)
 
+    # --- routing (DESIGN section 13) ---------------------------------------------------------------------
+
+    async def _team_with(self, **timers: int) -> str:
+        team = await new_team(self.api)
+        r = await self.api.patch(f"{API}/teams/{team}", json=timers)
+        assert r.status_code == 200, r.text
+        return team
+
+    async def _as(self, agent_id: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.api.post(f"{API}{path}", headers=bearer(await agent_token(self.api, agent_id)), **kwargs)
+
+    async def offer_accepted(self) -> None:
+        team = await self._team_with(offer_timeout_seconds=60)
+        agent = await add_agent(self.api, team)
+        case = await file_case(self.api, team)
+        assert case["status"] == "reserved", case
+        assert (await self._as(agent["id"], f"/cases/{case['id']}/accept")).status_code == 200
+        assert (await resolve(self.api, case["id"], agent["id"])).status_code == 200
+        self.recorded["offer-accepted"] = case["workflow_id"]
+
+    async def offer_declined_then_missed(self) -> None:
+        """Declined by the first agent, offered to the second, who misses it (set away); offered to the first
+        again, who accepts."""
+        team = await self._team_with(offer_timeout_seconds=2)
+        first = await add_agent(self.api, team)
+        second = await add_agent(self.api, team)
+        case = await file_case(self.api, team)
+        assert case["agent_id"] == first["id"], case
+        assert (await self._as(first["id"], f"/cases/{case['id']}/decline")).status_code == 200
+        await eventually(
+            lambda: self.api.get(f"{API}/cases/{case['id']}"),
+            lambda r: r.json()["status"] == "reserved" and r.json()["agent_id"] == first["id"],
+            30,
+        )  # the second agent missed it meanwhile
+        assert (await self.api.get(f"{API}/agents/{second['id']}")).json()["status"] == "away"
+        assert (await self._as(first["id"], f"/cases/{case['id']}/accept")).status_code == 200
+        assert (await resolve(self.api, case["id"], first["id"])).status_code == 200
+        self.recorded["offer-declined-then-missed"] = case["workflow_id"]
+
+    async def escalated_then_overdue(self) -> None:
+        team = await self._team_with(wait_sla_seconds=1, resolve_sla_seconds=1)
+        case = await file_case(self.api, team)
+        await eventually(
+            lambda: self.api.get(f"{API}/cases/{case['id']}"), lambda r: r.json()["escalated_at"] is not None, 30
+        )
+        agent = await add_agent(self.api, team)
+        await _status(self.api, case["id"], "assigned")
+        await eventually(
+            lambda: self.api.get(f"{API}/cases/{case['id']}"), lambda r: r.json()["overdue_at"] is not None, 30
+        )
+        assert (await resolve(self.api, case["id"], agent["id"])).status_code == 200
+        self.recorded["escalated-then-overdue"] = case["workflow_id"]
+
+    async def timers_changed_while_waiting(self) -> None:
+        team = await new_team(self.api)
+        case = await file_case(self.api, team)
+        assert (await self.api.patch(f"{API}/teams/{team}", json={"wait_sla_seconds": 1})).status_code == 200
+        await eventually(
+            lambda: self.api.get(f"{API}/cases/{case['id']}"), lambda r: r.json()["escalated_at"] is not None, 30
+        )
+        r = await self.api.post(f"{API}/cases/{case['id']}/cancel", json={"reason": "recording"})
+        assert r.status_code == 200, r.text
+        self.recorded["timers-changed-while-waiting"] = case["workflow_id"]
+
+    async def transferred(self) -> None:
+        team, other = await new_team(self.api), await new_team(self.api)
+        agent = await add_agent(self.api, team)
+        case = await file_case(self.api, team)
+        r = await self._as(agent["id"], f"/cases/{case['id']}/transfer", json={"team": other, "note": "recording"})
+        assert r.status_code == 200, r.text
+        taker = await add_agent(self.api, other)
+        await _status(self.api, case["id"], "assigned")
+        assert (await resolve(self.api, case["id"], taker["id"])).status_code == 200
+        self.recorded["transferred"] = case["workflow_id"]
+
+    async def reopened(self) -> None:
+        """The second run of a case's workflow: reopened after its resolve, then resolved again."""
+        team = await new_team(self.api)
+        agent = await add_agent(self.api, team)
+        case = await file_case(self.api, team)
+        assert (await resolve(self.api, case["id"], agent["id"])).status_code == 200
+        await asyncio.sleep(1)  # the first run finishes
+        r = await self.api.post(f"{API}/cases/{case['id']}/reopen", json={"reason": "refund never arrived"})
+        assert r.status_code == 200, r.text
+        assert (await resolve(self.api, case["id"], agent["id"])).status_code == 200
+        self.recorded["reopened"] = case["workflow_id"]
+
     def _start_worker(self, name: str) -> ServiceProcess:
         env = worker_env(self.settings.DATABASE_URL, self.settings.TEMPORAL_ADDRESS, self.settings.TASK_QUEUE)
         worker = worker_process(name, env, Path(tempfile.gettempdir()))
@@ -195,17 +283,24 @@ async def main() -> None:
             client = await Client.connect(server.address, data_converter=pydantic_data_converter)
             async with in_process_api(settings) as api:
                 recorder = Recorder(api, client, settings, proxy)
-                await recorder.run(
-                    [
-                        recorder.assigned_at_once,
-                        recorder.queued_then_handed_off,
-                        recorder.requeued_after_agent_removal,
-                        recorder.cancelled,
-                        recorder.resolved_after_worker_crash,
-                        recorder.resolve_waits_out_a_database_outage,
-                        recorder.reconciler_repairs,
-                    ]
-                )
+                scenarios = [
+                    recorder.assigned_at_once,
+                    recorder.queued_then_handed_off,
+                    recorder.requeued_after_agent_removal,
+                    recorder.cancelled,
+                    recorder.resolved_after_worker_crash,
+                    recorder.resolve_waits_out_a_database_outage,
+                    recorder.reconciler_repairs,
+                    recorder.offer_accepted,
+                    recorder.offer_declined_then_missed,
+                    recorder.escalated_then_overdue,
+                    recorder.timers_changed_while_waiting,
+                    recorder.transferred,
+                    recorder.reopened,
+                ]
+                # Named scenarios only (`... record offer_accepted reopened`): the others' files stay as recorded.
+                wanted = set(sys.argv[1:])
+                await recorder.run([s for s in scenarios if not wanted or s.__name__ in wanted])
         finally:
             server.stop(signal.SIGTERM)
             proxy.stop()
