@@ -9,10 +9,13 @@ from fastapi.concurrency import run_in_threadpool
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from api.console import customer as console_customer
+from api.console import pages as console_pages
+from api.console.session import install_console_error_pages, install_console_handlers, install_link_handler
 from api.errors import install_error_handlers
 from api.event_hub import EventHub
 from api.metrics import install_metrics
-from api.routes import agents, api_keys, auth, cases, events, health, teams, track, webhooks
+from api.routes import agents, api_keys, auth, cases, events, health, return_links, teams, track, webhooks
 from api.security import check_route_rules
 from core.config import Settings, get_settings, require_secret_key
 from core.db import make_engine, make_session_factory
@@ -61,9 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     routers = (auth.router, teams.router, agents.router, cases.router, api_keys.router, track.router)
-    for router in (*routers, webhooks.router, events.router):
+    for router in (*routers, webhooks.router, events.router, return_links.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)
+    install_console_handlers(app)
+    install_link_handler(app)
+    app.include_router(console_pages.router)
+    app.include_router(console_customer.router)
+    install_console_error_pages(app)
     install_metrics(app)
     check_route_rules(app)
     return app

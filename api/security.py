@@ -7,6 +7,8 @@ a customer's tracking token in its path (`TrackedCaseId`). `check_route_rules` r
 route that declares none (deny by default).
 """
 
+import hashlib
+import hmac
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from core.security import (
     TokenExpired,
     TokenInvalid,
     case_id_of_tracking_token,
+    derive_key,
     looks_like_api_key,
     read_access_token,
 )
@@ -88,15 +91,44 @@ NO_CREDENTIAL = (
 )
 
 
+# The console's session: the same signed access token, in an HttpOnly cookie. A request that changes something
+# with it must also send the session's CSRF token in this header (a page of ours has it; another site has not).
+SESSION_COOKIE = "rd_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def csrf_token(secret_key: str, session_token: str) -> str:
+    """The CSRF token of a console session (derived from it: nothing to store)."""
+    return hmac.new(derive_key(secret_key, "csrf"), session_token.encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def csrf_matches(secret_key: str, session_token: str, given: str | None) -> bool:
+    """Whether `given` is the session's CSRF token."""
+    return given is not None and hmac.compare_digest(given.encode(), csrf_token(secret_key, session_token).encode())
+
+
 def read_credential(request: Request) -> str | None:
-    """The bearer credential of the request, or None when it carries none."""
+    """The bearer credential of the request (or the console's session cookie), or None when it carries none."""
     header = request.headers.get("authorization")
     if header is None:
-        return None
+        return _session_credential(request)
     scheme, _, value = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise unauthorized("the Authorization header must be `Bearer <access token or API key>`")
     return value.strip()
+
+
+def _session_credential(request: Request) -> str | None:
+    session_token = request.cookies.get(SESSION_COOKIE)
+    if not session_token:
+        return None
+    settings: Settings = request.app.state.settings
+    if request.method not in SAFE_METHODS and not csrf_matches(
+        settings.SECRET_KEY, session_token, request.headers.get(CSRF_HEADER)
+    ):
+        raise forbidden(f"a change made with the console's session needs its {CSRF_HEADER} header; reload the page")
+    return session_token
 
 
 async def get_principal(
@@ -109,7 +141,7 @@ async def get_principal(
     if credential is None:
         raise unauthorized(NO_CREDENTIAL)
     settings: Settings = request.app.state.settings
-    if looks_like_api_key(credential):
+    if looks_like_api_key(credential) and request.cookies.get(SESSION_COOKIE) != credential:
         return await get_database(request).read(lambda session: _service(session, credential))
     return await get_database(request).read(lambda session: _person(session, settings, credential))
 
@@ -340,3 +372,8 @@ class RuledRoute(APIRoute):
     ) -> None:
         merged = {**rule_responses(dependencies), **(responses or {})}
         super().__init__(path, endpoint, dependencies=dependencies, responses=merged, **kwargs)
+
+
+def person_of_token(session: Session, settings: Settings, token: str) -> Principal:
+    """The admin or agent a signed access token stands for (401 HTTPException when it is not, or no longer, valid)."""
+    return _person(session, settings, token)

@@ -12,7 +12,7 @@ from core.ids import new_id
 from core.models import ApiKey
 from core.security import api_key_display_prefix, api_key_hash, new_api_key
 
-# What a key may be allowed to do (DESIGN section 10). The routes for the last two come with later features.
+# What a key may be allowed to do (DESIGN section 10).
 SCOPES = ("cases:file", "cases:read", "cases:cancel", "events:read", "return-links:create")
 # A key's last use is written at most this often, so a busy key does not write on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)

@@ -185,6 +185,7 @@ def main() -> None:
         ensure_first_admin(settings)
         worker.start()
         api.start()
+        log(f"Console:     http://{settings.API_HOST}:{settings.API_PORT}/login")
         log(f"API docs:    http://{settings.API_HOST}:{settings.API_PORT}/docs")
         log(f"Temporal UI: {settings.TEMPORAL_UI_URL}")
         log("Ctrl-C stops everything")

@@ -18,7 +18,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from api.main import create_app
-from api.security import Public, api_routes, check_route_rules, route_rule_problems
+from api.security import SESSION_COOKIE, Public, api_routes, check_route_rules, route_rule_problems
 from core.config import Settings
 from core.models import (
     Agent,
@@ -32,7 +32,9 @@ from core.models import (
     UserRole,
     WebhookDelivery,
     WebhookEndpoint,
+    utcnow,
 )
+from core.return_links import LinkProduct, ReturnLinkCreate, issue_return_link
 from tests.conftest import Stack
 from tests.helpers import API, TEST_PASSWORD, add_agent, agent_token, bearer, case_body, file_case, new_team
 from tests.live_server import serving
@@ -89,6 +91,7 @@ class World:
     case: dict[str, Any]  # filed in `home`, held by `agent`
     credentials: dict[str, dict[str, str]] = field(default_factory=dict)
     keys: dict[str, dict[str, str]] = field(default_factory=dict)  # scope (or "all") -> header
+    keys_without: dict[str, dict[str, str]] = field(default_factory=dict)  # scope -> a key with every other scope
     key_ids: list[str] = field(default_factory=list)
     webhook_id: str = ""  # a disabled endpoint on a local port nobody listens on
     live: str = ""  # the app behind a real HTTP server, for the event streams
@@ -96,7 +99,14 @@ class World:
     def headers(self, principal: str, scope: str | None) -> dict[str, str]:
         if principal == "key_with":
             return self.keys[scope or "all"]
+        if principal == "key_without" and scope is not None:
+            return self.keys_without[scope]
         return self.credentials[principal]
+
+    def cookie(self, principal: str, scope: str | None) -> dict[str, str]:
+        """The principal's credential as the console's session cookie (a page reads no Authorization header)."""
+        header = self.headers(principal, scope).get("Authorization")
+        return {} if header is None else {"Cookie": f"{SESSION_COOKIE}={header.removeprefix('Bearer ')}"}
 
 
 async def _key(api: httpx.AsyncClient, scopes: list[str]) -> tuple[str, str]:
@@ -119,11 +129,15 @@ async def make_world(stack: Stack) -> World:
         "other_agent": bearer(await agent_token(api, other_agent["id"])),
         "admin": bearer(stack.admin_token),
     }
-    # A scope no route here asks for.
-    key_id, key = await _key(api, ["return-links:create"])
+    scopes = ["cases:file", "cases:read", "cases:cancel", "events:read", "return-links:create"]
+    # For a route no scope opens: a key holding every scope; for one a scope opens: every other scope.
+    key_id, key = await _key(api, scopes)
     world.credentials["key_without"] = bearer(key)
     world.key_ids.append(key_id)
-    scopes = ["cases:file", "cases:read", "cases:cancel", "events:read", "return-links:create"]
+    for scope in scopes:
+        key_id, key = await _key(api, [s for s in scopes if s != scope])
+        world.keys_without[scope] = bearer(key)
+        world.key_ids.append(key_id)
     for scope in [*scopes, "all"]:
         key_id, key = await _key(api, scopes if scope == "all" else [scope])
         world.keys[scope] = bearer(key)
@@ -184,6 +198,8 @@ class Route:
     request: Callable[[World, bool], Awaitable[Request]] | None = None
     # An endless event stream: sent over a real connection, the status read, then the client leaves.
     streams: bool = False
+    # A console page: the credential goes in the session cookie.
+    cookie: bool = False
 
 
 def expect(*statuses: int) -> dict[str, int]:
@@ -255,6 +271,43 @@ async def _new_webhook(world: World, fresh: bool) -> Request:
 async def _remove_webhook(world: World, fresh: bool) -> Request:
     target = await _local_webhook(world.stack.api) if fresh else world.webhook_id
     return f"{API}/webhooks/{target}", {}
+
+
+def _link(world: World) -> str:
+    order = ReturnLinkCreate(
+        order_id=f"ord-{uuid.uuid4().hex[:10]}",
+        customer_name="Dana Customer",
+        customer_email="dana@shop.example",
+        products=[LinkProduct(sku="SKU-1", name="Kettle")],
+        team=world.spare,
+    )
+    return issue_return_link(secret_key=world.stack.settings.SECRET_KEY, data=order, now=utcnow())[0]
+
+
+async def _return_link_page(world: World, fresh: bool) -> Request:
+    return f"/returns/{_link(world)}", {}
+
+
+async def _start_return(world: World, fresh: bool) -> Request:
+    return f"/returns/{_link(world)}", {"data": {"product": "SKU-1", "reason": "matrix"}}
+
+
+async def _new_return_link(world: World, fresh: bool) -> Request:
+    body = {
+        "order_id": "ord-1",
+        "customer_name": "Dana",
+        "customer_email": "dana@shop.example",
+        "products": [{"sku": "SKU-1", "name": "Kettle"}],
+    }
+    return f"{API}/return-links", {"json": body}
+
+
+async def _console_sign_in(world: World, fresh: bool) -> Request:
+    return "/login", {"data": {"email": world.agent["email"], "password": TEST_PASSWORD}}
+
+
+async def _tracking_page(world: World, fresh: bool) -> Request:
+    return f"/track/{world.case['tracking_token']}", {}
 
 
 async def _patch_team(world: World, fresh: bool) -> Request:
@@ -385,6 +438,40 @@ ROUTES = [
     Route("POST", "/api/v1/track/{token}/cancel", EVERYONE, request=_track_cancel),
     # Allowed for the token's holder; the fresh case is not resolved, so the rule answers 409.
     Route("POST", "/api/v1/track/{token}/reopen", expect(*(409,) * 7), request=_track_reopen),
+    Route(
+        "POST",
+        "/api/v1/return-links",
+        expect(401, 401, 403, 403, 403, 201, 201),
+        "return-links:create",
+        _new_return_link,
+    ),  # fmt: skip
+    # The console: pages read the session cookie only; without a valid one the browser is sent to /login (303).
+    Route("GET", "/", expect(303, 303, 303, 303, 303, 303, 303), request=fixed("/"), cookie=True),
+    Route("GET", "/login", EVERYONE, request=fixed("/login"), cookie=True),
+    Route("POST", "/login", expect(303, 303, 303, 303, 303, 303, 303), request=_console_sign_in, cookie=True),
+    Route("POST", "/logout", expect(303, 303, 303, 303, 303, 303, 303), request=fixed("/logout"), cookie=True),
+    Route("GET", "/console", expect(303, 303, 303, 303, 303, 303, 303), request=fixed("/console"), cookie=True),
+    *(
+        Route("GET", path, expect(303, 303, 200, 200, 303, 303, 403), request=fixed(path), cookie=True)
+        for path in ("/console/agent", "/console/agent/parts")
+    ),
+    *(
+        Route("GET", path, expect(303, 303, 403, 403, 303, 303, 200), request=fixed(url), cookie=True)
+        for path, url in (
+            ("/console/admin", "/console/admin"),
+            ("/console/admin/queue", "/console/admin/queue"),
+            ("/console/admin/agents", "/console/admin/agents"),
+            ("/console/admin/teams", "/console/admin/teams"),
+            ("/console/admin/cases", "/console/admin/cases?q=dana@shop.example"),
+            ("/console/admin/cases/{case_id}", "/console/admin/cases/{case}"),
+            ("/console/admin/api-keys", "/console/admin/api-keys"),
+            ("/console/admin/webhooks", "/console/admin/webhooks"),
+        )
+    ),
+    Route("GET", "/console/static/{name}", EVERYONE, request=fixed("/console/static/console.css"), cookie=True),
+    Route("GET", "/returns/{link}", EVERYONE, request=_return_link_page),
+    Route("POST", "/returns/{link}", expect(303, 303, 303, 303, 303, 303, 303), request=_start_return),
+    Route("GET", "/track/{token}", EVERYONE, request=_tracking_page),
     Route("GET", "/healthz", EVERYONE, request=fixed("/healthz")),
     Route("GET", "/readyz", EVERYONE, request=fixed("/readyz")),
     Route("GET", "/metrics", EVERYONE, request=fixed("/metrics")),
@@ -407,7 +494,10 @@ async def _send(world: World, route: Route, principal: str, fresh: bool) -> http
         return await _open_stream(world, url, world.headers(principal, route.scope))
     request = api.build_request(method, url, **kwargs)
     del request.headers["Authorization"]  # the client's own admin token
-    request.headers.update(world.headers(principal, route.scope))
+    if route.cookie:
+        request.headers.update(world.cookie(principal, route.scope))
+    else:
+        request.headers.update(world.headers(principal, route.scope))
     return await api.send(request)
 
 
