@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.cases import CaseActivities
 from activities.webhooks import WebhookActivities
@@ -47,6 +47,10 @@ def build_worker(
         workflows=list(WORKFLOWS),
         activities=list(activities),
         activity_executor=executor,
+        # The sandbox re-imported the workflow module for every new case (a third of the worker's busy CPU).
+        # Determinism is kept by the workflows' own imports and by tests/test_replay.py, which replays every
+        # recorded history both in the sandbox (it rejects a nondeterministic call) and as production runs.
+        workflow_runner=UnsandboxedWorkflowRunner(),
         max_concurrent_activities=settings.ACTIVITY_THREADS,
         # In-flight activities get this long to finish on SIGTERM before they are handed back.
         graceful_shutdown_timeout=timedelta(seconds=10),
