@@ -489,6 +489,23 @@ async def test_an_agent_sees_an_offer_live_accepts_it_and_resolves(console: Cons
     assert resolved["status"] == "resolved" and resolved["resolution"] == "Refund issued"
 
 
+async def test_a_missed_offer_is_announced_and_the_agent_is_away(console: Console, open_page: Opener) -> None:
+    api = console.stack.api
+    team = await team_named(console, "missed")
+    await set_timers(console, team, offer_timeout_seconds=2)
+    agent = await add_agent(api, team)
+    page = await open_page()
+    await sign_in(page, agent["email"])
+    await live(page)
+    case = await file_case(api, team)
+    await expect(your_case(page)).to_contain_text("This case is offered to you")
+    # Nobody answers: two seconds later the offer is taken back (awaited by expect, not slept).
+    await expect(page.locator("#announce")).to_contain_text("The offer expired")
+    await expect(your_case(page)).to_contain_text("No case")
+    await expect(page.get_by_role("button", name="Away")).to_have_attribute("aria-pressed", "true")
+    assert (await get_case(api, case["id"]))["status"] == "queued"
+
+
 async def test_an_agent_declines_an_offer_and_it_goes_to_the_next_agent(console: Console, open_page: Opener) -> None:
     api = console.stack.api
     team = await team_named(console, "declines")

@@ -195,7 +195,13 @@ def offer_seconds_left(case: ReturnCase, now: datetime) -> int:
     return max(int((case.offer_expires_at - now).total_seconds()), 0)
 
 
+def case_state(case: ReturnCase | None, offer: bool) -> str:
+    """What the agent's page shows of its held case: it is drawn again when this changes (not while they type)."""
+    return "" if case is None else f"{case.id}:{'offer' if offer else 'held'}"
+
+
 templates.env.globals["offer_seconds_left"] = offer_seconds_left
+templates.env.globals["case_state"] = case_state
 
 
 @router.get("/console/agent", response_class=HTMLResponse, dependencies=[AGENT_PAGE])
@@ -224,7 +230,7 @@ async def agent_parts(request: Request, principal: AgentPrincipal, db: DatabaseD
     return JSONResponse(
         {
             "case_id": case.id if case else None,
-            "case_state": f"{case.id}:{'offer' if view['offer'] else case.status}" if case else "",
+            "case_state": case_state(case, view["offer"]),
             "offer": view["offer"],
             "overdue": bool(case and case.overdue_at),
             "status": view["agent"].status,

@@ -22,11 +22,13 @@ async function refresh() {
   const held = parts.case_id || "";
   if (parts.case_state !== casePart.dataset.state) {
     const sameCase = held === casePart.dataset.case;
+    const missed = !held && casePart.dataset.state.endsWith(":offer") && parts.status === "away";
     casePart.dataset.case = held;
     casePart.dataset.state = parts.case_state;
     casePart.innerHTML = parts.case_html;
     startCountdown();
-    if (!sameCase) announce(parts.announce);
+    if (missed) announce("The offer expired before you accepted it: you are now away. Press Available to get cases again.");
+    else if (!sameCase) announce(parts.announce);
     const what = parts.offer ? "New offer" : "New case";
     document.title = held ? `${what} · ${baseTitle}` : `No case · ${baseTitle}`;
   }
