@@ -15,7 +15,7 @@ from api.security import CSRF_HEADER, SESSION_COOKIE, Public, csrf_token
 from core.models import utcnow
 from core.return_links import LinkProduct, LinkRefused, ReturnLinkCreate, issue_return_link, read_return_link
 from tests.conftest import Stack
-from tests.helpers import API, TEST_PASSWORD, add_agent, file_case, new_team
+from tests.helpers import API, TEST_PASSWORD, add_agent, eventually, file_case, get_case, new_team
 
 STATIC = Path(__file__).resolve().parent.parent / "api" / "console" / "static"
 TEMPLATES = STATIC.parent / "templates"
@@ -210,3 +210,22 @@ async def test_the_apis_errors_are_pages_in_words_on_the_consoles_paths(stack: S
         assert r.status_code == 422 and r.headers["content-type"].startswith("text/html") and "email" in r.text
         r = await client.get("/console/no-such-page")
         assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+
+
+async def test_the_agents_live_parts_show_an_offer_with_accept_and_decline(stack: Stack) -> None:
+    team = await new_team(stack.api)
+    r = await stack.api.patch(f"{API}/teams/{team}", json={"offer_timeout_seconds": 600})
+    assert r.status_code == 200, r.text
+    agent = await add_agent(stack.api, team)
+    case = await file_case(stack.api, team)
+    await eventually(lambda: get_case(stack.api, case["id"]), lambda c: c["status"] == "reserved")
+    token = await console_session(stack, agent["email"])
+    r = await send(stack, "GET", "http://test/console/agent/parts", headers=cookie(token))
+    assert r.status_code == 200, r.text
+    parts = r.json()
+    assert parts["offer"] is True and parts["case_state"] == f"{case['id']}:offer" and parts["overdue"] is False
+    assert parts["announce"].startswith(f"New offer: order {case['order_id']}")
+    assert ">Accept</button>" in parts["case_html"] and ">Decline</button>" in parts["case_html"]
+    assert "Resolve" not in parts["case_html"] and "Transfer" not in parts["case_html"]
+    tracking = await send(stack, "GET", f"http://test/track/{case['tracking_token']}")
+    assert tracking.status_code == 200 and re.search(r'<form id="reopen"\s+hidden', tracking.text)

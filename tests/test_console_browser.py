@@ -314,9 +314,10 @@ async def test_the_admins_other_pages(console: Console, open_page: Opener) -> No
     await assert_accessible(admin)
 
     await admin.get_by_role("link", name="Teams").click()
-    await admin.get_by_label("Name").fill("bad name!")
-    await admin.get_by_role("button", name="Add team").click()
-    await expect(admin.get_by_role("alert")).to_contain_text("Not saved")  # the API's 422, in words
+    add_team = admin.get_by_role("region", name="Add a team")
+    await add_team.get_by_label("Name").fill("bad name!")
+    await add_team.get_by_role("button", name="Add team").click()
+    await expect(add_team.get_by_role("alert")).to_contain_text("Not saved")  # the API's 422, in words
     await assert_accessible(admin)
 
     await admin.get_by_role("link", name="API keys").click()
@@ -448,3 +449,207 @@ async def test_the_pages_read_on_a_phone(console: Console, open_page: Opener) ->
         # Nothing wider than the phone's screen (wide tables scroll inside their own box).
         wider = await page.evaluate(TOO_WIDE)
         assert wider == [], f"{home}: wider than the screen: {wider}"
+
+
+# --- routing: offers, transfer, timers, reopen (last: the screenshots above show only the first teams) -------
+
+
+async def set_timers(console: Console, team: str, **timers: int | None) -> None:
+    r = await console.stack.api.patch(f"{API}/teams/{team}", json=timers)
+    assert r.status_code == 200, r.text
+
+
+async def test_an_agent_sees_an_offer_live_accepts_it_and_resolves(console: Console, open_page: Opener) -> None:
+    api = console.stack.api
+    team = await team_named(console, "offers")
+    await set_timers(console, team, offer_timeout_seconds=600)
+    agent = await add_agent(api, team, name="Olu Agent")
+    page = await open_page()
+    await sign_in(page, agent["email"])
+    await expect(your_case(page)).to_contain_text("No case")
+    await live(page)
+
+    case = await file_case(api, team, customer_name="Mia Customer", product_name="Toaster")
+    await expect(your_case(page)).to_contain_text(case["order_id"])
+    await expect(your_case(page)).to_contain_text("This case is offered to you")
+    await expect(page.locator("#announce")).to_contain_text("New offer")
+    await expect(page).to_have_title(re.compile("New offer"))
+    await expect(page.get_by_role("button", name="Resolve")).to_have_count(0)
+    await assert_accessible(page)
+
+    await page.get_by_role("button", name="Accept").click()
+    await expect(page.get_by_role("status").first).to_contain_text("Offer accepted")
+    await expect(page.get_by_role("button", name="Resolve")).to_be_visible()
+    await expect(page.get_by_role("button", name="Accept")).to_have_count(0)
+    assert (await get_case(api, case["id"]))["status"] == "assigned"
+    await page.get_by_label("Resolution").fill("Refund issued")
+    await page.get_by_role("button", name="Resolve").click()
+    await expect(your_case(page)).to_contain_text("No case")
+    resolved = await get_case(api, case["id"])
+    assert resolved["status"] == "resolved" and resolved["resolution"] == "Refund issued"
+
+
+async def test_a_missed_offer_is_announced_and_the_agent_is_away(console: Console, open_page: Opener) -> None:
+    api = console.stack.api
+    team = await team_named(console, "missed")
+    await set_timers(console, team, offer_timeout_seconds=2)
+    agent = await add_agent(api, team)
+    page = await open_page()
+    await sign_in(page, agent["email"])
+    await live(page)
+    case = await file_case(api, team)
+    await expect(your_case(page)).to_contain_text("This case is offered to you")
+    # Nobody answers: two seconds later the offer is taken back (awaited by expect, not slept).
+    await expect(page.locator("#announce")).to_contain_text("The offer expired")
+    await expect(your_case(page)).to_contain_text("No case")
+    await expect(page.get_by_role("button", name="Away")).to_have_attribute("aria-pressed", "true")
+    assert (await get_case(api, case["id"]))["status"] == "queued"
+
+
+async def test_an_agent_declines_an_offer_and_it_goes_to_the_next_agent(console: Console, open_page: Opener) -> None:
+    api = console.stack.api
+    team = await team_named(console, "declines")
+    await set_timers(console, team, offer_timeout_seconds=600)
+    first = await add_agent(api, team, name="First Agent")  # free the longest: offered first
+    second = await add_agent(api, team, name="Second Agent")
+    page = await open_page()
+    await sign_in(page, first["email"])
+    await live(page)
+    other = await open_page()
+    await sign_in(other, second["email"])
+    await live(other)
+
+    case = await file_case(api, team)
+    await expect(your_case(page)).to_contain_text("This case is offered to you")
+    await expect(your_case(other)).to_contain_text("No case")
+    await page.get_by_role("button", name="Decline").click()
+    await expect(page.get_by_role("status").first).to_contain_text("Offer declined")
+    await expect(your_case(page)).to_contain_text("No case")
+    await expect(your_case(other)).to_contain_text(case["order_id"])
+    await expect(your_case(other)).to_contain_text("This case is offered to you")
+    offered = await get_case(api, case["id"])
+    assert offered["status"] == "reserved" and offered["agent_id"] == second["id"]
+
+
+async def test_an_agent_transfers_their_case_to_another_team(console: Console, open_page: Opener) -> None:
+    api = console.stack.api
+    team = await team_named(console, "transfer-from")
+    target = await team_named(console, "transfer-to")
+    await set_timers(console, team, resolve_sla_seconds=1)
+    agent = await add_agent(api, team)
+    case = await file_case(api, team)
+    page = await open_page()
+    await sign_in(page, agent["email"])
+    await expect(your_case(page)).to_contain_text(case["order_id"])
+    await expect(
+        your_case(page).get_by_text("Overdue", exact=True)
+    ).to_be_visible()  # past the team's time to resolve, live
+    await page.get_by_label("Team", exact=True).select_option(target)
+    await page.get_by_label("Note").fill("needs the exchanges desk")
+    await assert_accessible(page)
+    await page.get_by_role("button", name="Transfer").click()
+    await expect(page.get_by_role("status").first).to_contain_text(f"transferred to team {target}")
+    await expect(your_case(page)).to_contain_text("No case")
+    moved = await get_case(api, case["id"])
+    assert moved["team"] == target and moved["status"] == "queued"
+
+
+async def test_an_admin_saves_routing_timers_on_the_teams_page(console: Console, open_page: Opener) -> None:
+    api = console.stack.api
+    team = await team_named(console, "timers")
+    admin = await open_page()
+    await sign_in(admin, TEST_ADMIN_EMAIL)
+    await admin.get_by_role("link", name="Teams").click()
+    timers = admin.get_by_role("region", name=f"Timers of team {team}")
+    await timers.get_by_label("Wait time (seconds)").fill("600")
+    await timers.get_by_label("Time to resolve (seconds)").fill("3600")
+    await timers.get_by_label("Offer time (seconds)").fill("45")
+    await timers.get_by_role("button", name="Save timers").click()
+    await expect(admin.get_by_role("status")).to_contain_text(f"Timers of team {team} saved")
+    await assert_accessible(admin)
+
+    async def shown() -> dict[str, Any]:
+        r = await api.get(f"{API}/teams")
+        found: dict[str, Any] = next(t for t in r.json()["items"] if t["name"] == team)
+        return found
+
+    saved = await shown()
+    assert (saved["wait_sla_seconds"], saved["resolve_sla_seconds"], saved["offer_timeout_seconds"]) == (600, 3600, 45)
+    await timers.get_by_label("Wait time (seconds)").fill("")  # empty: off
+    await timers.get_by_role("button", name="Save timers").click()
+    saved = await eventually(shown, lambda t: t["wait_sla_seconds"] is None)
+    assert (saved["resolve_sla_seconds"], saved["offer_timeout_seconds"]) == (3600, 45)
+    await timers.get_by_label("Offer time (seconds)").fill("99999999")  # over a year: the API says no
+    await timers.get_by_role("button", name="Save timers").click()
+    await expect(timers.get_by_role("alert")).to_contain_text("Not saved")
+
+
+async def test_an_admin_sees_escalation_and_transfers_a_case_from_its_page(console: Console, open_page: Opener) -> None:
+    api = console.stack.api
+    team = await team_named(console, "escalates")
+    target = await team_named(console, "escalates-to")
+    await set_timers(console, team, wait_sla_seconds=1)
+    case = await file_case(api, team)  # nobody to take it: escalated after a second
+    admin = await open_page()
+    await sign_in(admin, TEST_ADMIN_EMAIL)
+    figures = admin.get_by_role("region", name=f"Team {team}")
+    await expect(figures.locator("div").filter(has_text="Escalated waiting").locator("dd")).to_have_text("1")
+
+    await admin.goto(f"/console/admin/cases/{case['id']}")
+    await expect(admin.locator("#case-detail")).to_contain_text("Escalated")
+    await admin.get_by_label("Team", exact=True).select_option(target)
+    await admin.get_by_label("Note").fill("wrong desk")
+    await assert_accessible(admin)
+    await admin.get_by_role("button", name="Transfer").click()
+    await expect(admin.get_by_role("status")).to_contain_text("Case transferred")
+    await expect(admin.locator("#case-detail")).to_contain_text(f"{target} (priority")
+    assert (await get_case(api, case["id"]))["team"] == target
+
+
+async def test_an_admin_reopens_a_resolved_case(console: Console, open_page: Opener) -> None:
+    api = console.stack.api
+    team = await team_named(console, "admin-reopen")
+    agent = await add_agent(api, team)
+    case = await file_case(api, team)
+    await eventually(lambda: get_case(api, case["id"]), lambda c: c["status"] == "assigned")
+    r = await resolve(api, case["id"], agent["id"], "Refund issued")
+    assert r.status_code == 200, r.text
+    await api.patch(f"{API}/agents/{agent['id']}", json={"status": "away"})
+    admin = await open_page()
+    await sign_in(admin, TEST_ADMIN_EMAIL)
+    await admin.goto(f"/console/admin/cases/{case['id']}")
+    await admin.get_by_label("Reason").fill("refund never arrived")
+    await admin.get_by_role("button", name="Reopen").click()
+    await expect(admin.get_by_role("status")).to_contain_text("Case reopened")
+    await expect(admin.get_by_role("button", name="Reopen")).to_have_count(0)
+    reopened = await eventually(lambda: get_case(api, case["id"]), lambda c: c["status"] == "queued")
+    assert reopened["priority"] == "high"
+
+
+async def test_a_customer_reopens_a_resolved_return_and_sees_it_waiting_again(
+    console: Console, open_page: Opener
+) -> None:
+    api = console.stack.api
+    team = await team_named(console, "reopens")
+    agent = await add_agent(api, team)
+    case = await file_case(api, team)
+    await eventually(lambda: get_case(api, case["id"]), lambda c: c["status"] == "assigned")
+    page = await open_page(f"/track/{case['tracking_token']}")
+    await live(page)
+    status = page.get_by_role("status")
+    await expect(status).to_contain_text("a support agent is handling your case")
+    await expect(page.get_by_role("button", name="Reopen return")).to_be_hidden()
+    await api.patch(f"{API}/agents/{agent['id']}", json={"status": "away"})  # so the reopened case waits
+    r = await resolve(api, case["id"], agent["id"], "Refund of 20 EUR issued")
+    assert r.status_code == 200, r.text
+    await expect(status).to_have_text("resolved")
+    await expect(page.get_by_role("button", name="Reopen return")).to_be_visible()
+    await assert_accessible(page)
+    await page.get_by_label("Reason").fill("The refund never arrived")
+    await page.get_by_role("button", name="Reopen return").click()
+    await expect(status).to_contain_text("waiting for a support agent")
+    await expect(page.get_by_role("button", name="Reopen return")).to_be_hidden()
+    await expect(page.get_by_role("button", name="Cancel return")).to_be_visible()
+    await assert_accessible(page)
+    reopened = await get_case(api, case["id"])
+    assert reopened["status"] == "queued" and reopened["priority"] == "high"

@@ -1,6 +1,7 @@
 """The customer's pages: a return link (the order's products, Reason, Start return) and the tracking page,
 which follows the case live. The link, and then the case's tracking token, are the only credentials."""
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Path, Request, Response
@@ -15,7 +16,7 @@ from api.routes.track import _tracked
 from api.security import RouteRule
 from core.config import Settings
 from core.errors import DomainError, DuplicateOpenCase
-from core.models import utcnow
+from core.models import CaseStatus, utcnow
 from core.return_links import LinkRefused, ReturnLink, read_return_link
 from core.schemas import CaseCreate
 from core.security import case_id_of_tracking_token, tracking_token
@@ -125,10 +126,23 @@ async def start_return(
 
 
 @router.get("/track/{token}", response_class=HTMLResponse)
-async def tracking_page(request: Request, case_id: TrackedPage, token: str, db: DatabaseDep) -> HTMLResponse:
-    """Your return: its status in words, updating live, with Cancel return until it is resolved."""
+async def tracking_page(
+    request: Request, case_id: TrackedPage, token: str, db: DatabaseDep, settings: SettingsDep
+) -> HTMLResponse:
+    """Your return: its status in words, updating live, with Cancel return until it is resolved and Reopen return
+    for a while after."""
     try:
         tracked = await db.read(lambda s: _tracked(s, case_id))
     except DomainError:
         raise LinkRefused("This tracking link is not valid. Please use the link you were given.") from None
-    return page(request, "track.html", token=token, tracked=tracked)
+    window = timedelta(days=settings.REOPEN_WINDOW_DAYS)
+    reopenable = tracked.resolved_at is not None and tracked.status == CaseStatus.RESOLVED
+    reopenable = reopenable and tracked.resolved_at is not None and tracked.resolved_at + window >= utcnow()
+    return page(
+        request,
+        "track.html",
+        token=token,
+        tracked=tracked,
+        reopenable=reopenable,
+        window_days=settings.REOPEN_WINDOW_DAYS,
+    )

@@ -2,7 +2,7 @@
 directly; the changes they make go through the JSON API (with the session cookie and its CSRF token)."""
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -25,7 +25,7 @@ from core.console import search_cases, waiting_last_hour
 from core.errors import CaseNotFound, DomainError
 from core.events import EVENT_TYPES
 from core.ids import workflow_id_for_case
-from core.models import ReturnCase, UserRole
+from core.models import CaseStatus, ReturnCase, UserRole
 from core.security import issue_access_token, verify_password
 from core.teams import list_teams, queue_figures
 from core.users import clear_account_failures, find_login, normalize_email
@@ -172,7 +172,36 @@ def _agent_view(session: Session, principal: Principal) -> dict[str, Any]:
         case = case_service.get_case(session=session, case_id=agent.current_case_id)
         history = case_service.case_history(session=session, case_id=case.id)
     team_cases, _ = case_service.list_cases(session=session, status="active", team=agent.team, limit=100)
-    return {"agent": agent, "case": case, "history": history, "team_cases": team_cases, "now": now}
+    other_teams = [t.name for t in list_teams(session=session) if t.name != agent.team]
+    return {
+        "agent": agent,
+        "case": case,
+        "offer": is_offer(case),
+        "history": history,
+        "team_cases": team_cases,
+        "other_teams": other_teams,
+        "now": now,
+    }
+
+
+def is_offer(case: ReturnCase | None) -> bool:
+    """Whether the case is an offer its agent must accept or decline (reserved, with an expiry)."""
+    return case is not None and case.status == CaseStatus.RESERVED and case.offer_expires_at is not None
+
+
+def offer_seconds_left(case: ReturnCase, now: datetime) -> int:
+    """Whole seconds until the offer expires (0 once it has)."""
+    assert case.offer_expires_at is not None
+    return max(int((case.offer_expires_at - now).total_seconds()), 0)
+
+
+def case_state(case: ReturnCase | None, offer: bool) -> str:
+    """What the agent's page shows of its held case: it is drawn again when this changes (not while they type)."""
+    return "" if case is None else f"{case.id}:{'offer' if offer else 'held'}"
+
+
+templates.env.globals["offer_seconds_left"] = offer_seconds_left
+templates.env.globals["case_state"] = case_state
 
 
 @router.get("/console/agent", response_class=HTMLResponse, dependencies=[AGENT_PAGE])
@@ -188,13 +217,24 @@ async def agent_parts(request: Request, principal: AgentPrincipal, db: DatabaseD
     view = await db.read(lambda s: _agent_view(s, principal))
     case: ReturnCase | None = view["case"]
     context = {"request": request, "principal": principal, **view}
+    if case is None:
+        announcement = "No case: you will get the next one."
+    elif view["offer"]:
+        left = offer_seconds_left(case, view["now"])
+        announcement = (
+            f"New offer: order {case.order_id}, {case.product_name}, from {case.customer_name}; "
+            f"accept within {waited(left)}"
+        )
+    else:
+        announcement = f"New case: order {case.order_id}, {case.product_name}, from {case.customer_name}"
     return JSONResponse(
         {
             "case_id": case.id if case else None,
+            "case_state": case_state(case, view["offer"]),
+            "offer": view["offer"],
+            "overdue": bool(case and case.overdue_at),
             "status": view["agent"].status,
-            "announce": f"New case: order {case.order_id}, {case.product_name}, from {case.customer_name}"
-            if case
-            else "No case: you will get the next one.",
+            "announce": announcement,
             "case_html": templates.get_template("agent_case.html").render(context),
             "team_html": templates.get_template("agent_team.html").render(context),
         },
@@ -241,8 +281,12 @@ async def admin_agents(request: Request, principal: AdminPrincipal, db: Database
 
 @router.get("/console/admin/teams", response_class=HTMLResponse, dependencies=[ADMIN_PAGE])
 async def admin_teams(request: Request, principal: AdminPrincipal, db: DatabaseDep) -> HTMLResponse:
-    """Teams: their queues, and a form to add one."""
-    return page(request, "admin_teams.html", principal, **await db.read(_queue_view))
+    """Teams: their queues and routing timers (Save timers), and a form to add one."""
+
+    def read(session: Session) -> dict[str, Any]:
+        return {**_queue_view(session), "teams": list_teams(session=session)}
+
+    return page(request, "admin_teams.html", principal, **await db.read(read))
 
 
 @router.get("/console/admin/cases", response_class=HTMLResponse, dependencies=[ADMIN_PAGE])
@@ -268,14 +312,24 @@ async def admin_case(
             case = case_service.get_case(session=session, case_id=case_id)
         except CaseNotFound:
             return None
-        return {"case": case, "history": case_service.case_history(session=session, case_id=case_id)}
+        return {
+            "case": case,
+            "offer": is_offer(case),
+            "now": db_now(session),
+            "history": case_service.case_history(session=session, case_id=case_id),
+            "other_teams": [t.name for t in list_teams(session=session) if t.name != case.team],
+        }
 
     found = await db.read(read)
     if found is None:
         return page(request, "not_found.html", principal, status_code=404, message=f"No case has the id {case_id}.")
     workflow_id = workflow_id_for_case(case_id)
     ui = f"{settings.TEMPORAL_UI_URL}/namespaces/{settings.TEMPORAL_NAMESPACE}/workflows/{workflow_id}"
-    return page(request, "admin_case.html", principal, temporal_url=ui, **found)
+    case = found["case"]
+    window = timedelta(days=settings.REOPEN_WINDOW_DAYS)
+    reopenable = case.status == CaseStatus.RESOLVED and case.resolved_at is not None
+    reopenable = reopenable and case.resolved_at + window >= found["now"]
+    return page(request, "admin_case.html", principal, temporal_url=ui, reopenable=reopenable, **found)
 
 
 @router.get("/console/admin/api-keys", response_class=HTMLResponse, dependencies=[ADMIN_PAGE])

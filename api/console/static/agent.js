@@ -20,13 +20,39 @@ async function refresh() {
   teamPart.innerHTML = parts.team_html;
   showStatus(parts.status);
   const held = parts.case_id || "";
-  if (held !== casePart.dataset.case) {
+  if (parts.case_state !== casePart.dataset.state) {
+    const sameCase = held === casePart.dataset.case;
+    const missed = !held && casePart.dataset.state.endsWith(":offer") && parts.status === "away";
     casePart.dataset.case = held;
+    casePart.dataset.state = parts.case_state;
     casePart.innerHTML = parts.case_html;
-    announce(parts.announce);
-    document.title = held ? `New case · ${baseTitle}` : `No case · ${baseTitle}`;
+    startCountdown();
+    if (missed) announce("The offer expired before you accepted it: you are now away. Press Available to get cases again.");
+    else if (!sameCase) announce(parts.announce);
+    const what = parts.offer ? "New offer" : "New case";
+    document.title = held ? `${what} · ${baseTitle}` : `No case · ${baseTitle}`;
+  }
+  const overdue = document.getElementById("overdue-mark");
+  if (overdue && overdue.hidden === parts.overdue) {
+    overdue.hidden = !parts.overdue;
+    if (parts.overdue) announce("Your case is overdue.");
   }
 }
+
+// The offer's time left, counted down each second (not announced: the offer itself was).
+let countdown = null;
+function startCountdown() {
+  clearInterval(countdown);
+  const left = document.getElementById("offer-left");
+  if (!left) return;
+  const until = Date.now() + Number(left.dataset.left) * 1000;
+  countdown = setInterval(() => {
+    const seconds = Math.max(Math.round((until - Date.now()) / 1000), 0);
+    left.textContent = seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min`;
+    if (seconds === 0) clearInterval(countdown);
+  }, 1000);
+}
+startCountdown();
 
 function queueRefresh() {
   refreshing = refreshing.then(refresh, refresh);
@@ -55,7 +81,45 @@ buttons.addEventListener("click", async (event) => {
   await queueRefresh();
 });
 
+casePart.addEventListener("click", async (event) => {
+  const button = event.target.closest("#offer-buttons button[data-reply]");
+  if (!button) return;
+  const reply = button.dataset.reply;
+  const error = document.getElementById("offer-error");
+  error.textContent = "";
+  for (const b of button.parentElement.querySelectorAll("button")) b.disabled = true;
+  const result = await api("POST", `/api/v1/cases/${button.parentElement.dataset.case}/${reply}`, {});
+  if (!result.ok) {
+    for (const b of button.parentElement.querySelectorAll("button")) b.disabled = false;
+    error.textContent = `Could not ${reply}: ${result.message}`;
+    return;
+  }
+  await queueRefresh(); // then the announcement, which the refresh would otherwise replace
+  announce(reply === "accept" ? "Offer accepted: the case is yours." : "Offer declined: it goes to the next agent.");
+  document.getElementById("your-case-h").focus();
+});
+
 casePart.addEventListener("submit", async (event) => {
+  const transfer = event.target.closest("#transfer-form");
+  if (transfer) {
+    event.preventDefault();
+    const error = transfer.querySelector("#transfer-error");
+    const button = transfer.querySelector("button");
+    error.textContent = "";
+    button.disabled = true;
+    const team = transfer.querySelector("#transfer-team").value;
+    const note = transfer.querySelector("#transfer-note").value.trim();
+    const result = await api("POST", `/api/v1/cases/${transfer.dataset.case}/transfer`, note ? { team, note } : { team });
+    button.disabled = false;
+    if (!result.ok) {
+      error.textContent = `Could not transfer: ${result.message}`;
+      return;
+    }
+    await queueRefresh();
+    announce(`Case transferred to team ${team}.`);
+    document.getElementById("your-case-h").focus();
+    return;
+  }
   const form = event.target.closest("#resolve-form");
   if (!form) return;
   event.preventDefault();

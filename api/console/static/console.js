@@ -1,7 +1,11 @@
 // Shared by the console's pages: calls to the API (session cookie + CSRF token), errors in words, one event
 // stream per page, and the page's polite announcements.
 
-export const CASE_EVENTS = ["case.filed", "case.reserved", "case.assigned", "case.resolved", "case.cancelled", "case.requeued"];
+export const CASE_EVENTS = [
+  "case.filed", "case.reserved", "case.assigned", "case.resolved", "case.cancelled", "case.requeued",
+  "case.offered", "case.declined", "case.offer_missed", "case.escalated", "case.overdue", "case.transferred",
+  "case.reopened",
+];
 export const AGENT_EVENTS = ["agent.created", "agent.updated", "agent.removed"];
 
 export function csrf() {

@@ -12,8 +12,10 @@ function body(form) {
     } else if (field.type === "checkbox") {
       data[field.name] = field.checked;
     } else if (field.value !== "") {
-      data[field.name] = field.value; // an empty field is left out: "keep as it is", or the API's default
-    }
+      data[field.name] = field.dataset.number !== undefined ? Number(field.value) : field.value;
+    } else if (field.dataset.emptyNull !== undefined) {
+      data[field.name] = null; // an empty field that means "off"
+    } // any other empty field is left out: "keep as it is", or the API's default
   }
   return data;
 }

@@ -7,12 +7,16 @@ const status = document.getElementById("status");
 const resolutionLine = document.getElementById("resolution-line");
 const cancel = document.getElementById("cancel");
 const error = document.getElementById("track-error");
+const reopen = document.getElementById("reopen");
 
 function show(tracked) {
   if (status.textContent !== tracked.status_text) status.textContent = tracked.status_text;
   resolutionLine.hidden = !tracked.resolution;
   document.getElementById("resolution").textContent = tracked.resolution || "";
   cancel.hidden = tracked.status === "resolved" || tracked.status === "cancelled";
+  const windowMs = Number(box.dataset.windowDays) * 86400000;
+  const at = tracked.resolved_at && Date.parse(/[Zz]|[+-]\d\d:\d\d$/.test(tracked.resolved_at) ? tracked.resolved_at : `${tracked.resolved_at}Z`);
+  reopen.hidden = !(tracked.status === "resolved" && at && at + windowMs > Date.now());
 }
 
 async function refresh() {
@@ -30,6 +34,22 @@ cancel.addEventListener("click", async () => {
     error.textContent = `Could not cancel: ${result.message}`;
     return;
   }
+  show(result.data);
+});
+
+reopen.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  error.textContent = "";
+  const button = reopen.querySelector("button");
+  button.disabled = true;
+  const reason = reopen.querySelector("#reopen-reason").value.trim();
+  const result = await api("POST", `/api/v1/track/${token}/reopen`, reason ? { reason } : {});
+  button.disabled = false;
+  if (!result.ok) {
+    error.textContent = `Could not reopen: ${result.message}`;
+    return;
+  }
+  reopen.reset();
   show(result.data);
 });
 
