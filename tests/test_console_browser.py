@@ -284,8 +284,11 @@ async def test_an_admin_adds_an_agent_who_gets_the_next_case_then_removes_them(
     front = await eventually(queue, lambda q: q["waiting"] == 2)
     assert front["next_case_id"] == waiting["id"], "the held case goes back to the front, ahead of the newer one"
     assert (await get_case(api, behind["id"]))["status"] == "queued"
-    await agent_page.reload()  # removal ended their session
-    await expect(agent_page).to_have_url(re.compile(r"/login"))
+    # Removal ended their session: a new page with the same cookie is sent to sign in. (Reloading the old
+    # page raced its own script, which also leaves for /login once its event stream is refused.)
+    again = await agent_page.context.new_page()
+    await again.goto("/console/agent")
+    await expect(again).to_have_url(re.compile(r"/login"))
 
 
 async def test_the_admins_other_pages(console: Console, open_page: Opener) -> None:
