@@ -14,7 +14,7 @@ from activities.reporting import report_closed, report_confirmed, report_opened,
 from core import cases as case_service
 from core.dispatch import dispatch
 from core.errors import DomainError, DuplicateOpenCase
-from core.models import Team
+from core.models import ReturnCase, Team
 from workflows.messages import (
     CancelInput,
     CaseRecord,
@@ -42,6 +42,18 @@ def business_errors() -> Iterator[None]:
         raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
 
 
+def _confirm_own_reservation(
+    session: Session, case: ReturnCase, reservations: list[Reservation]
+) -> tuple[ReturnCase, list[Reservation], Reservation | None]:
+    """When the dispatch that queued a case reserved an agent for that very case, assign it in the same
+    transaction (its workflow is the one running this step); the other reservations are still to signal."""
+    own = next((r for r in reservations if r.case_id == case.id), None)
+    if own is None:
+        return case, reservations, None
+    case = case_service.confirm_assignment(session=session, case_id=case.id, agent_id=own.agent_id, actor="workflow")
+    return case, [r for r in reservations if r is not own], own
+
+
 class CaseActivities:
     """Database activities of the case workflow and the reconciler."""
 
@@ -65,12 +77,7 @@ class CaseActivities:
                 actor=data.actor,
                 idempotency_key=data.idempotency_key,
             )
-            own = next((r for r in reservations if r.case_id == data.case_id), None)
-            if own is not None:
-                case = case_service.confirm_assignment(
-                    session=session, case_id=data.case_id, agent_id=own.agent_id, actor="workflow"
-                )
-                reservations = [r for r in reservations if r is not own]
+            case, reservations, own = _confirm_own_reservation(session, case, reservations)
             result = OpenCaseResult(case=case_service.to_record(case), reservations=reservations)
         report_opened(result.case, result.reservations)
         if own is not None:
@@ -119,12 +126,7 @@ class CaseActivities:
                 actor=data.request.actor,
                 window_days=data.request.window_days,
             )
-            own = next((r for r in reservations if r.case_id == data.case_id), None)
-            if own is not None:
-                case = case_service.confirm_assignment(
-                    session=session, case_id=data.case_id, agent_id=own.agent_id, actor="workflow"
-                )
-                reservations = [r for r in reservations if r is not own]
+            case, reservations, own = _confirm_own_reservation(session, case, reservations)
             result = OpenCaseResult(case=case_service.to_record(case), reservations=reservations)
         report_opened(result.case, result.reservations)
         return result
